@@ -1,0 +1,5 @@
+import sys
+
+from callcatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,402 @@
+"""The installer's configuration: one TOML file, typed and validated at load.
+
+Every problem is reported as a :class:`ConfigError` naming the file and the dotted key,
+so that ``callcatch`` can print one line and exit with status 2. Secrets (the AMI secret
+and the ARI password) may live in the file, in a separate file (``secret_file``), or in
+the environment; the environment wins, then the file, then the inline value.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+import zoneinfo
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import phonenumbers
+
+DEFAULT_PATH = Path("/etc/callcatch/callcatch.toml")
+ENV_PATH = "CALLCATCH_CONFIG"
+ENV_AMI_SECRET = "CALLCATCH_AMI_SECRET"
+ENV_ARI_PASSWORD = "CALLCATCH_ARI_PASSWORD"
+MASK = "********"
+
+
+class ConfigError(Exception):
+    """A configuration problem, located by file and key."""
+
+    def __init__(self, file: Path | str, key: str, problem: str) -> None:
+        self.file = str(file)
+        self.key = key
+        self.problem = problem
+        where = f"{self.file}: {key}" if key else self.file
+        super().__init__(f"{where}: {problem}")
+
+
+@dataclass(frozen=True)
+class Secret:
+    """A secret value that never shows itself in a repr, a log line or a printout."""
+
+    value: str = field(repr=False)
+    source: str = "file"
+
+    def __str__(self) -> str:
+        return MASK
+
+
+@dataclass(frozen=True)
+class BusinessConfig:
+    name: str
+    country: str
+    timezone: str
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    path: Path
+
+
+@dataclass(frozen=True)
+class AmiConfig:
+    host: str
+    port: int
+    username: str
+    secret: Secret
+    ping_interval: float
+    pong_timeout: float
+    connect_timeout: float
+
+
+@dataclass(frozen=True)
+class AriConfig:
+    enabled: bool
+    url: str
+    username: str
+    password: Secret
+    app: str
+    greeting: str
+    greeting_timeout: float
+
+
+@dataclass(frozen=True)
+class LinesConfig:
+    trunks: tuple[str, ...]
+    analog: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class CdrConfig:
+    csv_path: Path | None
+    sqlite_path: Path | None
+    lookback_hours: float
+    timezone: str
+    forwarded_contexts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str
+    show_numbers: bool
+
+
+@dataclass(frozen=True)
+class Config:
+    source: Path
+    business: BusinessConfig
+    store: StoreConfig
+    ami: AmiConfig
+    ari: AriConfig
+    lines: LinesConfig
+    cdr: CdrConfig
+    log: LogConfig
+
+
+class _Section:
+    """Typed reads from one TOML table; every error names file and dotted key."""
+
+    def __init__(self, file: Path, prefix: str, data: Mapping[str, Any]) -> None:
+        self.file = file
+        self.prefix = prefix
+        self.data = data
+        self.read: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def error(self, name: str, problem: str) -> ConfigError:
+        return ConfigError(self.file, self.key(name), problem)
+
+    def _get(self, name: str, default: Any) -> Any:
+        self.read.add(name)
+        if name not in self.data:
+            if default is _REQUIRED:
+                raise self.error(name, "is required")
+            return default
+        return self.data[name]
+
+    def text(self, name: str, default: Any = None, *, allow_empty: bool = True) -> str:
+        value = self._get(name, default)
+        if not isinstance(value, str):
+            raise self.error(name, f"expected a string, got {_shown(value)}")
+        if not allow_empty and not value.strip():
+            raise self.error(name, "must not be empty")
+        return value
+
+    def number(
+        self, name: str, default: Any, *, low: float, high: float, integer: bool = False
+    ) -> float:
+        value = self._get(name, default)
+        wanted = "a whole number" if integer else "a number"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(
+                name, f"expected {wanted} from {low:g} to {high:g}, got {_shown(value)}"
+            )
+        if integer and not isinstance(value, int):
+            raise self.error(name, f"expected {wanted} from {low:g} to {high:g}, got {value!r}")
+        if not low <= value <= high:
+            raise self.error(name, f"expected {wanted} from {low:g} to {high:g}, got {value!r}")
+        return value
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self._get(name, default)
+        if not isinstance(value, bool):
+            raise self.error(name, f"expected true or false, got {_shown(value)}")
+        return value
+
+    def texts(self, name: str, default: tuple[str, ...] = ()) -> tuple[str, ...]:
+        value = self._get(name, list(default))
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise self.error(name, f"expected a list of non-empty strings, got {_shown(value)}")
+        return tuple(value)
+
+    def path(self, name: str, default: Any = None) -> Path | None:
+        value = self._get(name, default)
+        if value is None or value == "":
+            return None
+        if not isinstance(value, str):
+            raise self.error(name, f"expected a file path, got {_shown(value)}")
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            path = (self.file.parent / path).resolve()
+        return path
+
+    def secret(self, name: str, env: str) -> Secret:
+        """A secret from the environment, else ``<name>_file``, else the inline value."""
+        self.read.update({name, f"{name}_file"})
+        from_env = os.environ.get(env)
+        if from_env:
+            return Secret(from_env, f"environment {env}")
+        file_name = f"{name}_file"
+        if file_name in self.data:
+            path = self.path(file_name)
+            if path is None:
+                raise self.error(file_name, "expected a file path")
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise self.error(file_name, f"cannot read {path}: {exc.strerror}") from exc
+            if not value:
+                raise self.error(file_name, f"{path} is empty")
+            return Secret(value, f"file {path}")
+        if name in self.data:
+            value = self.text(name, allow_empty=False)
+            return Secret(value, "config file")
+        raise self.error(name, f"is required (or {file_name}, or the environment variable {env})")
+
+    def table(self, name: str) -> _Section:
+        value = self._get(name, {})
+        if not isinstance(value, dict):
+            raise self.error(name, f"expected a table [{self.key(name)}], got {_shown(value)}")
+        return _Section(self.file, self.key(name), value)
+
+    def reject_unknown(self) -> None:
+        for name in self.data:
+            if name not in self.read:
+                raise self.error(name, "is not a known setting (misspelt?)")
+
+
+_REQUIRED = object()
+
+
+def _shown(value: Any) -> str:
+    kind = {str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), f"a {type(value).__name__}"
+    )
+    if isinstance(value, dict):
+        kind = "a table"
+    elif isinstance(value, list):
+        kind = "a list"
+    return kind if isinstance(value, dict | list) else f"{kind} ({value!r})"
+
+
+def resolve_path(cli_path: str | None) -> Path:
+    """The config file to read: ``--config``, else ``$CALLCATCH_CONFIG``, else the default."""
+    if cli_path:
+        return Path(cli_path)
+    if os.environ.get(ENV_PATH):
+        return Path(os.environ[ENV_PATH])
+    return DEFAULT_PATH
+
+
+def load(path: Path) -> Config:
+    """Read and validate the configuration file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            path, "", "no such file (pass --config or set CALLCATCH_CONFIG)"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(path, "", f"cannot read: {exc.strerror}") from exc
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(path, "", "is not UTF-8 text") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, "", f"is not valid TOML: {exc}") from exc
+    return parse(data, path)
+
+
+def parse(data: Mapping[str, Any], path: Path) -> Config:
+    top = _Section(path, "", data)
+    config = Config(
+        source=path,
+        business=_business(top.table("business")),
+        store=_store(top.table("store")),
+        ami=_ami(top.table("ami")),
+        ari=_ari(top.table("ari")),
+        lines=_lines(top.table("lines")),
+        cdr=_cdr(top.table("cdr")),
+        log=_log(top.table("log")),
+    )
+    top.reject_unknown()
+    return config
+
+
+def _business(s: _Section) -> BusinessConfig:
+    country = s.text("country", _REQUIRED, allow_empty=False).upper()
+    if country not in phonenumbers.SUPPORTED_REGIONS:
+        raise s.error(
+            "country", f"expected a two-letter country code such as US or GB, got {country!r}"
+        )
+    timezone = s.text("timezone", _REQUIRED, allow_empty=False)
+    _check_timezone(s, "timezone", timezone)
+    config = BusinessConfig(
+        name=s.text("name", _REQUIRED, allow_empty=False), country=country, timezone=timezone
+    )
+    s.reject_unknown()
+    return config
+
+
+def _check_timezone(s: _Section, name: str, value: str) -> None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise s.error(
+            name, f"expected an IANA time zone such as Europe/London, got {value!r}"
+        ) from exc
+
+
+def _store(s: _Section) -> StoreConfig:
+    path = s.path("path", "/var/lib/callcatch/callcatch.db")
+    if path is None:
+        raise s.error("path", "must not be empty")
+    s.reject_unknown()
+    return StoreConfig(path=path)
+
+
+def _ami(s: _Section) -> AmiConfig:
+    config = AmiConfig(
+        host=s.text("host", "127.0.0.1", allow_empty=False),
+        port=int(s.number("port", 5038, low=1, high=65535, integer=True)),
+        username=s.text("username", "callcatch", allow_empty=False),
+        secret=s.secret("secret", ENV_AMI_SECRET),
+        ping_interval=s.number("ping_interval", 5.0, low=0.2, high=300),
+        pong_timeout=s.number("pong_timeout", 3.0, low=0.1, high=60),
+        connect_timeout=s.number("connect_timeout", 5.0, low=0.1, high=60),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _ari(s: _Section) -> AriConfig:
+    enabled = s.flag("enabled", True)
+    url = s.text("url", "http://127.0.0.1:8088", allow_empty=False).rstrip("/")
+    if not url.startswith(("http://", "https://")):
+        raise s.error("url", f"expected an http:// or https:// address, got {url!r}")
+    if enabled:
+        password = s.secret("password", ENV_ARI_PASSWORD)
+    else:
+        s.read.update({"password", "password_file"})
+        password = Secret("", "unused")
+    config = AriConfig(
+        enabled=enabled,
+        url=url,
+        username=s.text("username", "callcatch", allow_empty=False),
+        password=password,
+        app=s.text("app", "callcatch", allow_empty=False),
+        greeting=s.text("greeting", ""),
+        greeting_timeout=s.number("greeting_timeout", 30.0, low=1, high=600),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _lines(s: _Section) -> LinesConfig:
+    trunks = s.texts("trunks")
+    analog = s.texts("analog")
+    for name, values in (("trunks", trunks), ("analog", analog)):
+        for value in values:
+            if "/" not in value:
+                raise s.error(
+                    name, f"expected channel names such as PJSIP/carrier or DAHDI/1, got {value!r}"
+                )
+    if not trunks and not analog:
+        raise s.error("trunks", "name at least one inbound line (trunks or analog)")
+    s.reject_unknown()
+    return LinesConfig(trunks=trunks, analog=analog)
+
+
+def _cdr(s: _Section) -> CdrConfig:
+    timezone = s.text("timezone", "UTC", allow_empty=False)
+    _check_timezone(s, "timezone", timezone)
+    config = CdrConfig(
+        csv_path=s.path("csv_path", "/var/log/asterisk/cdr-csv/Master.csv"),
+        sqlite_path=s.path("sqlite_path", None),
+        lookback_hours=s.number("lookback_hours", 24.0, low=0, high=24 * 31),
+        timezone=timezone,
+        forwarded_contexts=s.texts("forwarded_contexts", ("callcatch-forwarded",)),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _log(s: _Section) -> LogConfig:
+    level = s.text("level", "INFO").upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
+        raise s.error("level", f"expected DEBUG, INFO, WARNING or ERROR, got {level!r}")
+    config = LogConfig(level=level, show_numbers=s.flag("show_numbers", False))
+    s.reject_unknown()
+    return config
+
+
+def effective(config: Config) -> dict[str, Any]:
+    """The configuration as plain data for printing, with every secret masked."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, Secret):
+            return f"{MASK} (from {value.source})" if value.value else ""
+        if is_dataclass(value):
+            return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
+        if isinstance(value, Path):
+            return str(value)
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        return value
+
+    result = plain(config)
+    assert isinstance(result, dict)
+    return result

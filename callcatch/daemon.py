@@ -1,0 +1,90 @@
+"""``callcatch run``: start the parts, keep them running, and stop them cleanly.
+
+The AMI watcher and the ARI application each run as one supervised task; a part that fails
+unexpectedly is logged and restarted after a pause, never taking the others down. On
+SIGTERM or SIGINT the parts are told to stop, decisions already made are committed (drain),
+and whatever is still running after a grace period is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+
+from callcatch.config import Config
+from callcatch.pbx.ami import AmiWatcher
+from callcatch.pbx.ari import AriApp
+from callcatch.pbx.cdr import Backfill
+from callcatch.pbx.rules import CallRules, LineMatcher
+from callcatch.recorder import Recorder
+from callcatch.store import AsyncStore, Store
+from callcatch.tasks import sleep_unless
+
+log = logging.getLogger(__name__)
+
+GRACE_SECONDS = 5.0
+RESTART_PAUSE = 2.0
+
+
+async def _supervised(
+    name: str, run: Callable[[asyncio.Event], Awaitable[None]], stopping: asyncio.Event
+) -> None:
+    while not stopping.is_set():
+        try:
+            await run(stopping)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("%s failed; restarting it in %.0f s", name, RESTART_PAUSE)
+            if await sleep_unless(stopping, RESTART_PAUSE):
+                return
+        else:
+            return
+
+
+async def run(config: Config) -> None:
+    store = AsyncStore(Store(config.store.path, config.business.country))
+    recorder = Recorder(store, show_numbers=config.log.show_numbers)
+    lines = LineMatcher(config.lines.trunks + config.lines.analog)
+    backfill = Backfill(config.cdr, lines, recorder)
+    ami = AmiWatcher(config.ami, CallRules(lines), recorder, on_connected=backfill.run_once)
+    parts: dict[str, Callable[[asyncio.Event], Awaitable[None]]] = {"AMI watcher": ami.run}
+    ari = None
+    if config.ari.enabled:
+        ari = AriApp(config.ari, recorder, ping_interval=config.ami.ping_interval)
+        parts["ARI application"] = ari.run
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, _on_signal, signum, stopping)
+
+    log.info("callcatch running for %s, store %s", config.business.name, config.store.path)
+    tasks = [
+        asyncio.create_task(_supervised(name, part, stopping), name=name)
+        for name, part in parts.items()
+    ]
+    try:
+        await backfill.run_once()
+        await stopping.wait()
+        log.info("stopping: draining")
+        _, pending = await asyncio.wait(tasks, timeout=GRACE_SECONDS)
+        for task in pending:
+            log.warning("%s did not stop in %.0f s; cancelling it", task.get_name(), GRACE_SECONDS)
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await ami.drain()
+        if ari is not None:
+            await ari.drain()
+    finally:
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(signum)
+        store.close()
+        log.info("stopped")
+
+
+def _on_signal(signum: int, stopping: asyncio.Event) -> None:
+    log.info("received %s", signal.Signals(signum).name)
+    stopping.set()

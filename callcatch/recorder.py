@@ -1,0 +1,68 @@
+"""Where every detector hands its decisions: commit first, then log one line per call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+
+from callcatch.calls import CallRecord
+from callcatch.numbers import masked
+from callcatch.store import AsyncStore
+
+log = logging.getLogger(__name__)
+
+_RETRY_DELAYS = (0.05, 0.2, 1.0, 5.0)
+
+
+class Recorder:
+    def __init__(self, store: AsyncStore, show_numbers: bool = False) -> None:
+        self.store = store
+        self.show_numbers = show_numbers
+
+    async def record(self, call: CallRecord) -> bool:
+        """Commit ``call`` once; True when this was its first report.
+
+        A failing write (disk full, locked database) is retried a few times; if it still
+        fails the call is left to the CDR backfill, which finds it at the next start.
+        """
+        for delay in (*_RETRY_DELAYS, None):
+            try:
+                new = await self.store.record_call(call)
+                break
+            except sqlite3.Error as exc:
+                if delay is None:
+                    log.error(
+                        "call %s: could not be recorded (%s); the CDR backfill will find it",
+                        call.linkedid,
+                        exc,
+                    )
+                    return False
+                log.warning("call %s: store write failed (%s), retrying", call.linkedid, exc)
+                await asyncio.sleep(delay)
+        if new:
+            self._log_decision(call)
+        else:
+            log.debug(
+                "call %s: already recorded, %s report ignored", call.linkedid, call.detected_by
+            )
+        return new
+
+    def _log_decision(self, call: CallRecord) -> None:
+        caller = call.caller if self.show_numbers else masked(call.caller)
+        verdict = f"missed ({call.outcome})" if call.missed else "answered"
+        forwarded = ""
+        if call.forwarded_from:
+            number = call.forwarded_from if self.show_numbers else masked(call.forwarded_from)
+            forwarded = f", forwarded from {number}"
+        log.info(
+            "call %s: %s on %s, DID %s, caller %s%s [%s/%s]",
+            call.linkedid,
+            verdict,
+            call.line,
+            call.did or "-",
+            caller or "-",
+            forwarded,
+            call.detected_by,
+            call.signal,
+        )

@@ -105,7 +105,10 @@ def parse_since(text: str, zone: ZoneInfo, now: datetime | None = None) -> datet
     match = _DURATION.match(text.strip().lower())
     if match:
         amount, unit = float(match.group(1)), _UNITS[match.group(2)]
-        return now - timedelta(**{unit: amount})
+        try:
+            return now - timedelta(**{unit: amount})
+        except OverflowError as exc:
+            raise UsageError(f"--since: {text!r} reaches too far back") from exc
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError as exc:

@@ -178,7 +178,10 @@ class _Section:
             return None
         if not isinstance(value, str):
             raise self.error(name, f"expected a file path, got {_shown(value)}")
-        path = Path(value).expanduser()
+        try:
+            path = Path(value).expanduser()
+        except RuntimeError as exc:
+            raise self.error(name, f"cannot expand ~ in {value!r}") from exc
         if not path.is_absolute():
             path = (self.file.parent / path).resolve()
         return path
@@ -198,11 +201,16 @@ class _Section:
                 value = path.read_text(encoding="utf-8").strip()
             except OSError as exc:
                 raise self.error(file_name, f"cannot read {path}: {exc.strerror}") from exc
+            except UnicodeDecodeError as exc:
+                raise self.error(file_name, f"{path} is not UTF-8 text") from exc
             if not value:
                 raise self.error(file_name, f"{path} is empty")
             return Secret(value, f"file {path}")
         if name in self.data:
-            value = self.text(name, allow_empty=False)
+            value = self.data[name]
+            # Never echo a secret back, not even a mistyped one.
+            if not isinstance(value, str) or not value.strip():
+                raise self.error(name, "expected a non-empty string (value not shown)")
             return Secret(value, "config file")
         raise self.error(name, f"is required (or {file_name}, or the environment variable {env})")
 
@@ -294,7 +302,7 @@ def _business(s: _Section) -> BusinessConfig:
 def _check_timezone(s: _Section, name: str, value: str) -> None:
     try:
         zoneinfo.ZoneInfo(value)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError, OSError) as exc:
         raise s.error(
             name, f"expected an IANA time zone such as Europe/London, got {value!r}"
         ) from exc

@@ -140,9 +140,9 @@ class AmiWatcher:
         messages = reply if isinstance(reply, list) else [reply]
         count = 0
         for message in messages:
-            if message.get("Event") == "CoreShowChannel":
+            if str(message.get("Event", "")).startswith("CoreShowChannel"):
                 self._dispatch(message)
-                count += 1
+                count += message.get("Event") == "CoreShowChannel"
         log.info(
             "AMI resync: %d live channel(s), %d inbound call(s)", count, len(self.rules.calls)
         )

@@ -55,7 +55,26 @@ _CSV_COLUMNS = [
     "disposition",
     "amaflags",
 ]
+_SQLITE_COLUMNS = {
+    "calldate",
+    "clid",
+    "src",
+    "dst",
+    "dcontext",
+    "channel",
+    "dstchannel",
+    "lastapp",
+    "duration",
+    "disposition",
+    "uniqueid",
+}
 _TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+
+class CdrFormatError(Exception):
+    """A CDR source is not in the shape the backfill reads."""
+
+
 _DISPOSITIONS = {
     "NO ANSWER": Outcome.NO_ANSWER,
     "BUSY": Outcome.BUSY,
@@ -84,7 +103,12 @@ def read_csv(path: Path, since: datetime, zone: ZoneInfo) -> Iterator[CdrRow]:
     """Rows of ``Master.csv`` that started at or after ``since``; rows without a
     uniqueid column cannot be matched to a linkedid and are skipped."""
     with path.open(encoding="utf-8", errors="replace", newline="") as handle:
-        for number, fields in enumerate(csv.reader(handle), start=1):
+        for number, line in enumerate(handle, start=1):
+            try:
+                fields = next(csv.reader([line]), [])
+            except csv.Error as exc:
+                log.debug("CDR %s:%d: unreadable line (%s), skipped", path, number, exc)
+                continue
             if len(fields) < len(_CSV_COLUMNS) + 1:
                 log.debug("CDR %s:%d: too few columns, skipped", path, number)
                 continue
@@ -121,6 +145,12 @@ def read_sqlite(path: Path, since: datetime, zone: ZoneInfo) -> Iterator[CdrRow]
     with sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5) as conn:
         conn.row_factory = sqlite3.Row
         columns = {r[1] for r in conn.execute("PRAGMA table_info(cdr)")}
+        missing = _SQLITE_COLUMNS - columns
+        if missing:
+            raise CdrFormatError(
+                f"{path}: table cdr lacks {', '.join(sorted(missing))} "
+                "(see asterisk-conf/cdr_sqlite3_custom.conf)"
+            )
         key = "linkedid" if "linkedid" in columns else "uniqueid"
         for row in conn.execute("SELECT * FROM cdr"):
             try:
@@ -203,6 +233,7 @@ class Backfill:
         self.config = config
         self.lines = lines
         self.recorder = recorder
+        self._running = asyncio.Lock()
 
     def read(self) -> list[CallRecord]:
         """Every inbound call in the look-back window (blocking: run it on a thread)."""
@@ -220,12 +251,16 @@ class Backfill:
                 rows.extend(reader(path, since, zone))
             except FileNotFoundError:
                 log.info("CDR backfill: %s does not exist yet", path)
-            except (OSError, sqlite3.Error, csv.Error) as exc:
+            except (OSError, sqlite3.Error, CdrFormatError) as exc:
                 log.warning("CDR backfill: cannot read %s: %s", path, exc)
         return calls_from(rows, self.lines, self.config.forwarded_contexts)
 
     async def run_once(self) -> int:
         """Record the calls the CDR knows and the store does not; returns how many."""
+        async with self._running:
+            return await self._run_once()
+
+    async def _run_once(self) -> int:
         calls = await asyncio.to_thread(self.read)
         known = await self.recorder.store.known_linkedids([c.linkedid for c in calls])
         recovered = 0

@@ -116,6 +116,9 @@ class CallRules:
         self.lines = lines
         self.calls: dict[str, _Call] = {}
         self.decided: OrderedDict[str, None] = OrderedDict()
+        # Resync lists channels in no promised order: legs seen before their call's first
+        # channel wait here until it comes, and are dropped when the listing is complete.
+        self._unplaced: dict[str, list[dict[str, str]]] = {}
         self._now = time.time
 
     # -- entry point -----------------------------------------------------------------
@@ -138,6 +141,7 @@ class CallRules:
     def forget(self) -> None:
         """Drop calls in progress (the connection is gone); a resync brings back the live."""
         self.calls.clear()
+        self._unplaced.clear()
 
     # -- channel lifecycle -----------------------------------------------------------
 
@@ -150,7 +154,20 @@ class CallRules:
         started = self._now() - _seconds(ev.get("duration", ""))
         call = self._track(ev, started=started)
         if call is None:
+            if ev["uniqueid"] != ev["linkedid"]:
+                self._unplaced.setdefault(ev["linkedid"], []).append(ev)
             return []
+        self._apply_listed(call, ev)
+        for leg in self._unplaced.pop(call.linkedid, []):
+            call.legs.setdefault(leg["uniqueid"], leg.get("channel", ""))
+            self._apply_listed(call, leg)
+        return []
+
+    def _on_coreshowchannelscomplete(self, ev: dict[str, str]) -> list[CallRecord]:
+        self._unplaced.clear()
+        return []
+
+    def _apply_listed(self, call: _Call, ev: dict[str, str]) -> None:
         uniqueid = ev["uniqueid"]
         channel = ev.get("channel", "")
         if (
@@ -161,7 +178,6 @@ class CallRules:
             call.answered_by = call.answered_by or f"{channel} was up at resync"
         if ev.get("application", "").lower() == "voicemail":
             call.voicemail = True
-        return []
 
     def _track(self, ev: dict[str, str], started: float) -> _Call | None:
         linkedid = ev["linkedid"]
@@ -300,9 +316,14 @@ class CallRules:
             )
         call.caller = ev.get("callernum", call.caller) or call.caller
         call.did = _did_of(ev.get("did", "")) or call.did
-        call.forwarded_from = ev.get("redirecting") or None
+        call.forwarded_from = ev.get("redirecting") or call.forwarded_from
         source = ev.get("source", "hook") or "hook"
         if ev.get("vmstatus", "").upper() in ("SUCCESS", "USEREXIT"):
+            outcome = Outcome.VOICEMAIL
+        elif call.answered_by:
+            # Queue() leaves no DIALSTATUS: what the events showed still counts.
+            outcome = Outcome.ANSWERED
+        elif call.voicemail:
             outcome = Outcome.VOICEMAIL
         elif source == "fallback":
             outcome = outcome_of_redirect(ev.get("redirectingreason"))

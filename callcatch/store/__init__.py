@@ -44,9 +44,15 @@ class Store:
             self.db.execute("PRAGMA journal_mode = WAL")
             self.db.execute("PRAGMA synchronous = NORMAL")
             self.db.execute("PRAGMA busy_timeout = 10000")
-            self.migrate()
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"cannot open the store {path}: {exc}") from exc
+        try:
+            self.migrate()
+        except (sqlite3.Error, StoreError) as exc:
+            self.db.conn.close()
+            if isinstance(exc, StoreError):
+                raise
+            raise StoreError(f"cannot migrate the store {path}: {exc}") from exc
 
     @property
     def version(self) -> int:

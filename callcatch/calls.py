@@ -39,8 +39,12 @@ _DIAL_OUTCOMES = {
     "INVALIDARGS": Outcome.UNAVAILABLE,
 }
 
-# REDIRECTING(reason) names, for calls that were forwarded to us unanswered.
+# REDIRECTING(reason) values (Asterisk's, and the SIP Diversion reasons they come from),
+# for calls that were forwarded to us unanswered.
 _REDIRECT_OUTCOMES = {
+    "cfnr": Outcome.NO_ANSWER,
+    "cfb": Outcome.BUSY,
+    "cfnrc": Outcome.UNAVAILABLE,
     "no_answer": Outcome.NO_ANSWER,
     "user_busy": Outcome.BUSY,
     "unavailable": Outcome.UNAVAILABLE,

@@ -94,6 +94,7 @@ class CdrRow:
     channel: str
     dstchannel: str
     lastapp: str
+    userfield: str
     start: datetime
     end: datetime
     disposition: str
@@ -114,6 +115,9 @@ def read_csv(path: Path, since: datetime, zone: ZoneInfo) -> Iterator[CdrRow]:
                 continue
             row = dict(zip(_CSV_COLUMNS, fields, strict=False))
             uniqueid = fields[len(_CSV_COLUMNS)]
+            userfield = (
+                fields[len(_CSV_COLUMNS) + 1] if len(fields) > len(_CSV_COLUMNS) + 1 else ""
+            )
             if not _UNIQUEID.match(uniqueid):
                 log.debug("CDR %s:%d: no uniqueid column (loguniqueid=yes?)", path, number)
                 continue
@@ -134,6 +138,7 @@ def read_csv(path: Path, since: datetime, zone: ZoneInfo) -> Iterator[CdrRow]:
                 channel=row["channel"],
                 dstchannel=row["dstchannel"],
                 lastapp=row["lastapp"],
+                userfield=userfield,
                 start=start,
                 end=end,
                 disposition=row["disposition"].upper(),
@@ -168,6 +173,7 @@ def read_sqlite(path: Path, since: datetime, zone: ZoneInfo) -> Iterator[CdrRow]
                 channel=str(row["channel"] or ""),
                 dstchannel=str(row["dstchannel"] or ""),
                 lastapp=str(row["lastapp"] or ""),
+                userfield=str(row["userfield"] or "") if "userfield" in columns else "",
                 start=start,
                 end=start + timedelta(seconds=float(row["duration"] or 0)),
                 disposition=str(row["disposition"] or "").upper(),
@@ -181,6 +187,15 @@ def _time(text: str, zone: ZoneInfo) -> datetime:
 def _caller_name(clid: str) -> str:
     name, _, _ = clid.partition("<")
     return name.strip().strip('"')
+
+
+def _did(row: CdrRow) -> str | None:
+    """The number called: the shipped dialplan keeps it in the userfield, because the
+    CDR's dst column follows the dialplan into ``callcatch-ring,s``."""
+    for candidate in (row.userfield, row.dst):
+        if candidate and candidate[-1].isdigit():
+            return candidate
+    return None
 
 
 def calls_from(
@@ -202,7 +217,7 @@ def calls_from(
                 linkedid=key,
                 caller=first.src,
                 caller_name=_caller_name(first.clid),
-                did=first.dst if first.dst not in ("", "s") else None,
+                did=_did(first),
                 forwarded_from=None,
                 line=lines.line_of(first.channel) or device_of(first.channel),
                 started_at=first.start,

@@ -151,7 +151,7 @@ def _print_table(rows: list[dict[str, Any]], zone: ZoneInfo) -> None:
         "detected",
         "linkedid",
     )
-    table = [header]
+    table: list[tuple[str, ...]] = [header]
     for row in rows:
         started = datetime.fromisoformat(row["started_at"]).astimezone(zone)
         caller = row["caller_e164"] or f"({row['caller_status']}) {row['caller_raw']}".strip()
@@ -167,9 +167,15 @@ def _print_table(rows: list[dict[str, Any]], zone: ZoneInfo) -> None:
                 row["linkedid"],
             )
         )
-    widths = [max(len(str(r[i])) for r in table) for i in range(len(header))]
+    table = [tuple(_printable(str(v)) for v in line) for line in table]
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for line in table:
-        print("  ".join(str(v).ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+        print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
+
+
+def _printable(text: str) -> str:
+    """Caller ids come from the network: keep control characters off the terminal."""
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import logging
 import sqlite3
 
 from callcatch.calls import CallRecord
-from callcatch.numbers import masked
+from callcatch.numbers import CallerStatus, classify, masked
 from callcatch.store import AsyncStore
 
 log = logging.getLogger(__name__)
@@ -50,6 +50,9 @@ class Recorder:
 
     def _log_decision(self, call: CallRecord) -> None:
         caller = call.caller if self.show_numbers else masked(call.caller)
+        status = classify(call.caller, self.store.store.country)
+        if status.status is not CallerStatus.CALLABLE:
+            caller = f"{caller} (not callable: {status.reason})"
         verdict = f"missed ({call.outcome})" if call.missed else "answered"
         forwarded = ""
         if call.forwarded_from:

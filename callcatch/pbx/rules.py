@@ -19,6 +19,11 @@ While the call lives we collect evidence:
 * the explicit signal: a ``UserEvent`` named ``CallcatchMissed`` raised by the shipped
   hangup handler or the forwarded-DID fallback. When present it wins over inference.
 
+A leg that leaves the building (follow-me to the owner's mobile over a trunk) counts as a
+person when it goes Up, even if the mobile's own voicemail took the call: Asterisk cannot
+tell the two apart. Call confirmation on such legs (FreePBX's "Confirm Calls") makes the
+Up mean a person again.
+
 The decision is made once, when the trunk channel hangs up (or at the explicit signal),
 and a linkedid that was decided is never decided again however often events repeat.
 """

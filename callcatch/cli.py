@@ -8,12 +8,14 @@ import json
 import logging
 import re
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from callcatch import config as configuration
-from callcatch.store import Store, StoreError
+from callcatch.numbers import classify
+from callcatch.store import Store, StoreError, texts
 
 EXIT_CONFIG = 2
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -50,6 +52,18 @@ def _parser() -> argparse.ArgumentParser:
         "--since", metavar="WHEN", help="only calls since WHEN: 2h, 30m, 7d, or an ISO date/time"
     )
     calls.add_argument("--limit", type=int, default=None, metavar="N", help="at most N calls")
+    outbox = commands.add_parser("outbox", parents=[common], help="list texts and their states")
+    outbox.add_argument("--json", action="store_true", help="one JSON array, for scripts")
+    outbox.add_argument("--state", choices=["queued", "sending", "sent", "delivered", "failed"])
+    outbox.add_argument("--limit", type=int, default=50, metavar="N", help="at most N texts")
+    test = commands.add_parser(
+        "send-test", parents=[common], help="send one test text through the running daemon's modem"
+    )
+    test.add_argument("number", help="where to send it, e.g. +12125550123")
+    test.add_argument("--text", default=None, help="the text (default: a short test message)")
+    test.add_argument(
+        "--wait", type=float, default=60.0, metavar="SECONDS", help="how long to follow it"
+    )
     return parser
 
 
@@ -65,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             return _check_config(config)
         if args.command == "calls":
             return _calls(config, args)
+        if args.command == "outbox":
+            return _outbox(config, args)
+        if args.command == "send-test":
+            return _send_test(config, args)
         _setup_logging(config.log.level)
         asyncio.run(_run(config))
         return 0
@@ -149,6 +167,7 @@ def _print_table(rows: list[dict[str, Any]], zone: ZoneInfo) -> None:
         "forwarded from",
         "line",
         "detected",
+        "text-back",
         "linkedid",
     )
     table: list[tuple[str, ...]] = [header]
@@ -164,11 +183,100 @@ def _print_table(rows: list[dict[str, Any]], zone: ZoneInfo) -> None:
                 row["forwarded_from"] or "-",
                 row["line"],
                 row["detected_by"],
+                _textback(row),
                 row["linkedid"],
             )
         )
+    _print_rows(table)
+
+
+def _textback(row: dict[str, Any]) -> str:
+    if not row["missed"]:
+        return "-"
+    state = row.get("textback_state") or row.get("textback") or "undecided"
+    if row.get("textback") == "skipped":
+        return f"skipped: {row['textback_reason']}"
+    return str(state)
+
+
+def _outbox(config: configuration.Config, args: argparse.Namespace) -> int:
+    if args.limit < 1:
+        raise UsageError("--limit: expected a number of at least 1")
+    store = Store(config.store.path, config.business.country)
+    try:
+        rows = texts.outbox(store, state=args.state, limit=args.limit)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("the outbox is empty")
+        return 0
+    zone = ZoneInfo(config.business.timezone)
+    header = ("id", "created", "kind", "to", "state", "modem", "parts", "reason", "text")
+    table: list[tuple[str, ...]] = [header]
+    for row in rows:
+        created = datetime.fromisoformat(row["created_at"]).astimezone(zone)
+        body = row["body"] if len(row["body"]) <= 40 else row["body"][:39] + "…"
+        table.append(
+            (
+                str(row["id"]),
+                created.strftime("%Y-%m-%d %H:%M:%S"),
+                row["kind"],
+                row["number"],
+                row["state"],
+                row["modem"] or "-",
+                str(row["parts"] or "-"),
+                row["reason"] or "-",
+                body.replace("\n", " / "),
+            )
+        )
+    _print_rows(table)
+    return 0
+
+
+def _send_test(config: configuration.Config, args: argparse.Namespace) -> int:
+    """Queue one text in the outbox and follow it: the running daemon owns the modem."""
+    caller = classify(args.number, config.business.country)
+    if caller.e164 is None:
+        raise UsageError(f"{args.number!r} is not a number a text can go to ({caller.reason})")
+    body = args.text or f"Test text from callcatch for {config.business.name}."
+    store = Store(config.store.path, config.business.country)
+    try:
+        now = texts.now_utc()
+        text_id = texts.queue(
+            store,
+            kind=texts.TEST,
+            number=caller.e164,
+            body=body,
+            now=now,
+            expires_at=now + timedelta(seconds=max(args.wait, 1.0)),
+        )
+        print(f"outbox {text_id}: queued for {caller.e164}")
+        deadline = time.monotonic() + args.wait
+        seen = "queued"
+        while time.monotonic() < deadline:
+            row = texts.text(store, int(text_id or 0))
+            state = row["state"] if row else "missing"
+            if state != seen:
+                print(f"outbox {text_id}: {state} {row.get('reason', '') if row else ''}".rstrip())
+                seen = state
+            if state in ("sent", "delivered", "failed"):
+                return 0 if state != "failed" else 1
+            time.sleep(0.2)
+        print(
+            f"outbox {text_id}: still {seen} after {args.wait:.0f} s "
+            "(is `callcatch run` running with a [[modem]]?)"
+        )
+        return 1
+    finally:
+        store.close()
+
+
+def _print_rows(table: list[tuple[str, ...]]) -> None:
     table = [tuple(_printable(str(v)) for v in line) for line in table]
-    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     for line in table:
         print("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip())
 

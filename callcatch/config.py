@@ -9,11 +9,14 @@ the environment; the environment wins, then the file, then the inline value.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 import zoneinfo
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, is_dataclass
+from datetime import date, time
 from pathlib import Path
+from string import Formatter
 from typing import Any
 
 import phonenumbers
@@ -22,6 +25,7 @@ DEFAULT_PATH = Path("/etc/callcatch/callcatch.toml")
 ENV_PATH = "CALLCATCH_CONFIG"
 ENV_AMI_SECRET = "CALLCATCH_AMI_SECRET"
 ENV_ARI_PASSWORD = "CALLCATCH_ARI_PASSWORD"
+ENV_MODEM_PIN = "CALLCATCH_MODEM_PIN"
 MASK = "********"
 
 
@@ -52,6 +56,60 @@ class BusinessConfig:
     name: str
     country: str
     timezone: str
+    phone: str = ""
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+@dataclass(frozen=True)
+class HoursConfig:
+    """Opening hours per weekday (Monday first; empty: closed) and closed dates."""
+
+    week: tuple[tuple[tuple[time, time], ...], ...]
+    holidays: frozenset[date]
+
+
+@dataclass(frozen=True)
+class TextbackConfig:
+    enabled: bool
+    delay_seconds: float
+    expiry_minutes: float
+    repeat_window_hours: float
+    max_parts: int
+    max_attempts: int
+    retry_seconds: float
+    per_number_per_day: int
+    per_hour: int
+    open_template: str
+    after_hours_template: str
+    closed_template: str
+    opt_out_line: str
+
+
+@dataclass(frozen=True)
+class ScreeningConfig:
+    allowed_countries: frozenset[str]
+    never_text: frozenset[str]
+    block_fixed_line: bool
+
+
+@dataclass(frozen=True)
+class OwnerConfig:
+    numbers: tuple[str, ...]
+    notify: bool
+    batch_seconds: float
+
+
+@dataclass(frozen=True)
+class KeywordsConfig:
+    stop_words: frozenset[str]
+    start_words: frozenset[str]
+    help_words: frozenset[str]
+    stop_reply: str
+    start_reply: str
+    help_reply: str
+    loop_guard_per_minute: int
 
 
 @dataclass(frozen=True)
@@ -97,6 +155,21 @@ class CdrConfig:
 
 
 @dataclass(frozen=True)
+class ModemConfig:
+    """One GSM modem. Several may serve one shop; each sends one message at a time."""
+
+    name: str
+    port: Path
+    baud: int
+    pin: Secret | None
+    smsc: str
+    pace_seconds: float
+    command_timeout: float
+    send_timeout: float
+    health_interval: float
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     show_numbers: bool
@@ -112,6 +185,12 @@ class Config:
     lines: LinesConfig
     cdr: CdrConfig
     log: LogConfig
+    modems: tuple[ModemConfig, ...]
+    hours: HoursConfig
+    textback: TextbackConfig
+    screening: ScreeningConfig
+    owner: OwnerConfig
+    keywords: KeywordsConfig
 
 
 class _Section:
@@ -270,15 +349,22 @@ def load(path: Path) -> Config:
 
 def parse(data: Mapping[str, Any], path: Path) -> Config:
     top = _Section(path, "", data)
+    business = _business(top.table("business"))
     config = Config(
         source=path,
-        business=_business(top.table("business")),
+        business=business,
         store=_store(top.table("store")),
         ami=_ami(top.table("ami")),
         ari=_ari(top.table("ari")),
         lines=_lines(top.table("lines")),
         cdr=_cdr(top.table("cdr")),
         log=_log(top.table("log")),
+        modems=_modems(top),
+        hours=_hours(top.table("hours")),
+        textback=_textback(top.table("textback")),
+        screening=_screening(top.table("screening"), business),
+        owner=_owner(top.table("owner"), business),
+        keywords=_keywords(top.table("keywords")),
     )
     top.reject_unknown()
     return config
@@ -293,7 +379,10 @@ def _business(s: _Section) -> BusinessConfig:
     timezone = s.text("timezone", _REQUIRED, allow_empty=False)
     _check_timezone(s, "timezone", timezone)
     config = BusinessConfig(
-        name=s.text("name", _REQUIRED, allow_empty=False), country=country, timezone=timezone
+        name=s.text("name", _REQUIRED, allow_empty=False),
+        country=country,
+        timezone=timezone,
+        phone=s.text("phone", ""),
     )
     s.reject_unknown()
     return config
@@ -382,6 +471,220 @@ def _cdr(s: _Section) -> CdrConfig:
     return config
 
 
+def _modems(top: _Section) -> tuple[ModemConfig, ...]:
+    top.read.add("modem")
+    tables = top.data.get("modem", [])
+    if isinstance(tables, dict):
+        tables = [tables]
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise top.error("modem", "expected one or more [[modem]] tables")
+    modems = []
+    for index, table in enumerate(tables):
+        s = _Section(top.file, f"modem[{index}]", table)
+        modems.append(_modem(s, index))
+    names = [m.name for m in modems]
+    for index, name in enumerate(names):
+        if names.index(name) != index:
+            raise top.error(f"modem[{index}].name", f"{name!r} names two modems")
+    return tuple(modems)
+
+
+def _modem(s: _Section, index: int) -> ModemConfig:
+    port = s.path("port", _REQUIRED)
+    if port is None:
+        raise s.error("port", "expected the modem's serial device, e.g. /dev/ttyUSB2")
+    has_pin = any(k in s.data for k in ("pin", "pin_file")) or bool(os.environ.get(ENV_MODEM_PIN))
+    pin = s.secret("pin", ENV_MODEM_PIN) if has_pin else None
+    s.read.update({"pin", "pin_file"})
+    if pin is not None and not (pin.value.isdigit() and 4 <= len(pin.value) <= 8):
+        raise s.error("pin", "expected the SIM PIN: 4 to 8 digits (value not shown)")
+    smsc = s.text("smsc", "")
+    if smsc and not _SMSC.match(smsc):
+        raise s.error("smsc", f"expected the SMSC number in international form, got {smsc!r}")
+    config = ModemConfig(
+        name=s.text("name", f"modem{index + 1}", allow_empty=False),
+        port=port,
+        baud=int(s.number("baud", 115200, low=1200, high=4_000_000, integer=True)),
+        pin=pin,
+        smsc=smsc,
+        pace_seconds=s.number("pace_seconds", 3.0, low=0, high=3600),
+        command_timeout=s.number("command_timeout", 10.0, low=0.5, high=300),
+        send_timeout=s.number("send_timeout", 60.0, low=1, high=300),
+        health_interval=s.number("health_interval", 60.0, low=1, high=86400),
+    )
+    s.reject_unknown()
+    return config
+
+
+_SMSC = re.compile(r"^\+[1-9][0-9]{4,15}$")
+
+
+_RANGE = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+
+
+def _hours(s: _Section) -> HoursConfig:
+    week = []
+    for day in WEEKDAYS:
+        text = s.text(day, "").strip().lower()
+        ranges: list[tuple[time, time]] = []
+        if text not in ("", "closed"):
+            for part in text.split(","):
+                match = _RANGE.match(part)
+                try:
+                    if not match:
+                        raise ValueError(part)
+                    h1, m1, h2, m2 = (int(g) for g in match.groups())
+                    opens = time(h1, m1)
+                    closes = time(23, 59, 59) if (h2, m2) == (24, 0) else time(h2, m2)
+                except ValueError as exc:
+                    raise s.error(
+                        day, f'expected hours like "08:00-17:00" or "closed", got {part.strip()!r}'
+                    ) from exc
+                if closes <= opens:
+                    raise s.error(day, f"closes before it opens: {part.strip()!r}")
+                ranges.append((opens, closes))
+        week.append(tuple(sorted(ranges)))
+    holidays = set()
+    for value in s.texts("holidays"):
+        try:
+            holidays.add(date.fromisoformat(value))
+        except ValueError as exc:
+            raise s.error("holidays", f"expected dates like 2026-12-25, got {value!r}") from exc
+    s.reject_unknown()
+    return HoursConfig(week=tuple(week), holidays=frozenset(holidays))
+
+
+_PLACEHOLDERS = {"business", "phone", "next_open"}
+
+
+def _template(s: _Section, name: str, default: str) -> str:
+    text = s.text(name, default, allow_empty=False)
+    try:
+        fields = {f for _, f, _, _ in Formatter().parse(text) if f is not None}
+    except ValueError as exc:
+        raise s.error(name, f"is not a valid template: {exc}") from exc
+    unknown = fields - _PLACEHOLDERS
+    if unknown:
+        raise s.error(
+            name,
+            f"unknown placeholder {{{sorted(unknown)[0]}}}; known: "
+            + ", ".join(f"{{{p}}}" for p in sorted(_PLACEHOLDERS)),
+        )
+    return text
+
+
+def _textback(s: _Section) -> TextbackConfig:
+    config = TextbackConfig(
+        enabled=s.flag("enabled", True),
+        delay_seconds=s.number("delay_seconds", 0.0, low=0, high=3600),
+        expiry_minutes=s.number("expiry_minutes", 30.0, low=1, high=24 * 60),
+        repeat_window_hours=s.number("repeat_window_hours", 24.0, low=0, high=24 * 31),
+        max_parts=int(s.number("max_parts", 3, low=1, high=10, integer=True)),
+        max_attempts=int(s.number("max_attempts", 5, low=1, high=50, integer=True)),
+        retry_seconds=s.number("retry_seconds", 30.0, low=0.1, high=3600),
+        per_number_per_day=int(s.number("per_number_per_day", 3, low=1, high=100, integer=True)),
+        per_hour=int(s.number("per_hour", 60, low=1, high=10_000, integer=True)),
+        open_template=_template(
+            s,
+            "open_template",
+            "Sorry we missed your call at {business}! How can we help? Reply here and we'll "
+            "get right back to you.",
+        ),
+        after_hours_template=_template(
+            s,
+            "after_hours_template",
+            "Thanks for calling {business}. We're closed right now and open {next_open}. "
+            "Reply with what you need and we'll get back to you.",
+        ),
+        closed_template=_template(
+            s,
+            "closed_template",
+            "Thanks for calling {business}. We're closed today and open {next_open}. "
+            "Reply with what you need and we'll get back to you.",
+        ),
+        opt_out_line=s.text("opt_out_line", "Reply STOP to opt out."),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _e164s(s: _Section, name: str, country: str) -> tuple[str, ...]:
+    numbers = []
+    for value in s.texts(name):
+        try:
+            parsed = phonenumbers.parse(value, country)
+        except phonenumbers.NumberParseException as exc:
+            raise s.error(name, f"{value!r} is not a phone number") from exc
+        if not phonenumbers.is_valid_number(parsed):
+            raise s.error(name, f"{value!r} is not a valid phone number")
+        numbers.append(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164))
+    return tuple(numbers)
+
+
+def _screening(s: _Section, business: BusinessConfig) -> ScreeningConfig:
+    countries = s.texts("allowed_countries", (business.country,))
+    for code in countries:
+        if code.upper() not in phonenumbers.SUPPORTED_REGIONS:
+            raise s.error("allowed_countries", f"{code!r} is not a two-letter country code")
+    config = ScreeningConfig(
+        allowed_countries=frozenset(c.upper() for c in countries),
+        never_text=frozenset(_e164s(s, "never_text", business.country)),
+        block_fixed_line=s.flag("block_fixed_line", False),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _owner(s: _Section, business: BusinessConfig) -> OwnerConfig:
+    config = OwnerConfig(
+        numbers=_e164s(s, "numbers", business.country),
+        notify=s.flag("notify", True),
+        batch_seconds=s.number("batch_seconds", 60.0, low=0, high=3600),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _words(s: _Section, name: str, default: tuple[str, ...]) -> frozenset[str]:
+    return frozenset(" ".join(w.upper().split()) for w in s.texts(name, default))
+
+
+def _keywords(s: _Section) -> KeywordsConfig:
+    stop = (
+        "STOP",
+        "STOPALL",
+        "UNSUBSCRIBE",
+        "CANCEL",
+        "END",
+        "QUIT",
+        "REVOKE",
+        "OPT OUT",
+        "OPTOUT",
+    )
+    config = KeywordsConfig(
+        stop_words=frozenset(stop) | _words(s, "extra_stop_words", ()),
+        start_words=frozenset(("START", "UNSTOP")) | _words(s, "extra_start_words", ()),
+        help_words=frozenset(("HELP", "INFO")) | _words(s, "extra_help_words", ()),
+        stop_reply=_template(
+            s,
+            "stop_reply",
+            "You're unsubscribed from {business} texts and won't get any more. Reply START "
+            "to opt back in.",
+        ),
+        start_reply=_template(
+            s, "start_reply", "You're subscribed to {business} texts again. Reply STOP to opt out."
+        ),
+        help_reply=_template(
+            s, "help_reply", "{business}: call us on {phone}. Reply STOP to opt out."
+        ),
+        loop_guard_per_minute=int(
+            s.number("loop_guard_per_minute", 5, low=1, high=1000, integer=True)
+        ),
+    )
+    s.reject_unknown()
+    return config
+
+
 def _log(s: _Section) -> LogConfig:
     level = s.text("level", "INFO").upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
@@ -399,10 +702,11 @@ def effective(config: Config) -> dict[str, Any]:
             return f"{MASK} (from {value.source})" if value.value else ""
         if is_dataclass(value):
             return {f.name: plain(getattr(value, f.name)) for f in fields(value)}
-        if isinstance(value, Path):
+        if isinstance(value, Path | date | time):
             return str(value)
-        if isinstance(value, tuple):
-            return [plain(v) for v in value]
+        if isinstance(value, tuple | frozenset):
+            items = [plain(v) for v in value]
+            return sorted(items) if isinstance(value, frozenset) else items
         return value
 
     result = plain(config)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+from collections.abc import Awaitable, Callable
 
 from callcatch.calls import CallRecord
 from callcatch.numbers import CallerStatus, classify, masked
@@ -19,6 +20,8 @@ class Recorder:
     def __init__(self, store: AsyncStore, show_numbers: bool = False) -> None:
         self.store = store
         self.show_numbers = show_numbers
+        # Called with each newly committed missed call (the text-back).
+        self.on_missed: list[Callable[[CallRecord], Awaitable[None]]] = []
 
     async def record(self, call: CallRecord) -> bool:
         """Commit ``call`` once; True when this was its first report.
@@ -42,11 +45,20 @@ class Recorder:
                 await asyncio.sleep(delay)
         if new:
             self._log_decision(call)
+            if call.missed:
+                await self._tell(call)
         else:
             log.debug(
                 "call %s: already recorded, %s report ignored", call.linkedid, call.detected_by
             )
         return new
+
+    async def _tell(self, call: CallRecord) -> None:
+        for listener in self.on_missed:
+            try:
+                await listener(call)
+            except Exception:
+                log.exception("call %s: acting on the missed call failed", call.linkedid)
 
     def _log_decision(self, call: CallRecord) -> None:
         caller = call.caller if self.show_numbers else masked(call.caller)

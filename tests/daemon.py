@@ -24,24 +24,42 @@ ARI_PASSWORD = os.environ.get("CALLCATCH_ARI_PASSWORD", "test-ari-password")
 
 def write_config(directory: Path, **changes: str) -> Path:
     """The shipped example configuration with the test box's values, as an installer
-    would edit it: each change replaces the value of one ``key = value`` line."""
-    text = EXAMPLE_CONFIG.read_text(encoding="utf-8")
+    would edit it. Each change names ``section__key`` (``ami__port``) and replaces the value
+    of that one ``key = value`` line (a bare ``key`` must be unique in the file); the
+    value ``"#"`` comments the line out."""
     values = {
-        "path": f'"{directory / "callcatch.db"}"',
-        "secret": f'"{AMI_SECRET}"',
-        "password": f'"{ARI_PASSWORD}"',
-        "csv_path": f'"{CDR_CSV}"',
-        "ping_interval": "1.0",
-        "pong_timeout": "1.0",
-        "level": '"DEBUG"',
+        "store__path": f'"{directory / "callcatch.db"}"',
+        "ami__secret": f'"{AMI_SECRET}"',
+        "ari__password": f'"{ARI_PASSWORD}"',
+        "cdr__csv_path": f'"{CDR_CSV}"',
+        "ami__ping_interval": "1.0",
+        "ami__pong_timeout": "1.0",
+        "log__level": '"DEBUG"',
+        "modem__port": f'"{directory / "no-modem"}"',
     }
     values.update(changes)
-    for key, value in values.items():
-        text, count = re.subn(rf"(?m)^{key} = [^#\n]*?(\s*#.*)?$", rf"{key} = {value}\1", text)
-        assert count == 1, f"{key} is not set exactly once in {EXAMPLE_CONFIG}"
+    lines = EXAMPLE_CONFIG.read_text(encoding="utf-8").splitlines()
+    for name, value in values.items():
+        section, _, key = name.rpartition("__")
+        lines = _set(lines, section or None, key, value)
     path = directory / "callcatch.toml"
-    path.write_text(text, encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _set(lines: list[str], section: str | None, key: str, value: str) -> list[str]:
+    current, hits, result = "", 0, []
+    for line in lines:
+        header = re.match(r"^\[\[?([\w.]+)\]\]?", line)
+        if header:
+            current = header.group(1)
+        match = re.match(rf"^#?\s*{key} = [^#\n]*?(\s*#.*)?$", line)
+        if section in (None, current) and match:
+            hits += 1
+            line = f"# {key} =" if value == "#" else f"{key} = {value}{match.group(1) or ''}"
+        result.append(line)
+    assert hits == 1, f"[{section or '*'}] {key} is not set exactly once in {EXAMPLE_CONFIG}"
+    return result
 
 
 class Daemon:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import sqlite_utils
 
@@ -29,7 +29,7 @@ class StoreError(Exception):
     """The database cannot be opened or migrated."""
 
 
-def _iso(moment: datetime) -> str:
+def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
 
@@ -93,13 +93,13 @@ class Store:
                 call.did,
                 call.forwarded_from,
                 call.line,
-                _iso(call.started_at),
-                _iso(call.ended_at),
+                iso(call.started_at),
+                iso(call.ended_at),
                 call.outcome.value,
                 int(call.missed),
                 call.detected_by.value,
                 call.signal,
-                _iso(datetime.now(UTC)),
+                iso(datetime.now(UTC)),
             ],
         )
         return cursor.rowcount == 1
@@ -121,8 +121,12 @@ class Store:
         """Recorded calls, newest first."""
         where, params = "", []
         if since is not None:
-            where, params = "WHERE started_at >= ?", [_iso(since)]
-        sql = f"SELECT * FROM calls {where} ORDER BY started_at DESC, id DESC"
+            where, params = "WHERE c.started_at >= ?", [iso(since)]
+        sql = (
+            "SELECT c.*, o.state AS textback_state, o.reason AS textback_failure FROM calls c "
+            "LEFT JOIN outbox o ON o.linkedid = c.linkedid AND o.kind = 'textback' "
+            f"{where} ORDER BY c.started_at DESC, c.id DESC"
+        )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         cursor = self.db.execute(sql, params)
@@ -143,6 +147,13 @@ class AsyncStore:
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+
+    async def call(
+        self, fn: Callable[Concatenate[Store, P], T], *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Run ``fn(store, ...)`` on the store's thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, lambda: fn(self.store, *args, **kwargs))
 
     async def record_call(self, call: CallRecord) -> bool:
         return await self.run(self.store.record_call, call)

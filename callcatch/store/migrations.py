@@ -36,4 +36,130 @@ def _calls(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX calls_caller_e164 ON calls (caller_e164)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_calls]
+def _texts(db: sqlite_utils.Database) -> None:
+    """The outbox, what came in, opt-outs, delivery reports, modems, owner notices."""
+    db.execute("ALTER TABLE calls ADD COLUMN textback TEXT")
+    db.execute("ALTER TABLE calls ADD COLUMN textback_reason TEXT")
+    db.execute(
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL,
+            linkedid TEXT,
+            number TEXT NOT NULL,
+            body TEXT NOT NULL,
+            state TEXT NOT NULL,
+            attempts INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT NOT NULL,
+            expires_at TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            modem TEXT,
+            refs TEXT NOT NULL DEFAULT '[]',
+            parts INTEGER NOT NULL DEFAULT 0,
+            delivered_parts INTEGER NOT NULL DEFAULT 0,
+            sent_at TEXT,
+            delivered_at TEXT,
+            reason TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    # One text-back per missed call, ever: the database refuses a second.
+    db.execute(
+        "CREATE UNIQUE INDEX outbox_one_textback ON outbox (linkedid) WHERE kind = 'textback'"
+    )
+    db.execute("CREATE INDEX outbox_due ON outbox (state, not_before)")
+    db.execute("CREATE INDEX outbox_number ON outbox (number, created_at)")
+    db.execute(
+        """
+        CREATE TABLE inbox (
+            id INTEGER PRIMARY KEY,
+            sender TEXT NOT NULL,
+            sender_e164 TEXT,
+            body TEXT NOT NULL,
+            binary INTEGER NOT NULL DEFAULT 0,
+            parts INTEGER NOT NULL,
+            sent_at TEXT,
+            received_at TEXT NOT NULL,
+            modem TEXT NOT NULL,
+            dedupe TEXT NOT NULL UNIQUE,
+            handled TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX inbox_sender ON inbox (sender_e164, received_at)")
+    db.execute(
+        """
+        CREATE TABLE inbox_parts (
+            id INTEGER PRIMARY KEY,
+            sender TEXT NOT NULL,
+            reference INTEGER NOT NULL,
+            total INTEGER NOT NULL,
+            seq INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            sent_at TEXT,
+            received_at TEXT NOT NULL,
+            modem TEXT NOT NULL,
+            UNIQUE (sender, reference, total, seq)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE opt_outs (
+            number TEXT PRIMARY KEY,
+            keyword TEXT NOT NULL,
+            opted_out_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE mutes (
+            number TEXT PRIMARY KEY,
+            until TEXT NOT NULL,
+            reason TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE delivery_reports (
+            id INTEGER PRIMARY KEY,
+            modem TEXT NOT NULL,
+            reference INTEGER NOT NULL,
+            recipient TEXT NOT NULL,
+            status INTEGER NOT NULL,
+            delivered INTEGER NOT NULL,
+            final INTEGER NOT NULL,
+            outbox_id INTEGER,
+            received_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE modems (
+            name TEXT PRIMARY KEY,
+            imei TEXT,
+            imsi TEXT,
+            signal INTEGER,
+            registration TEXT,
+            operator TEXT,
+            updated_at TEXT NOT NULL
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE owner_notices (
+            id INTEGER PRIMARY KEY,
+            linkedid TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL,
+            sent_in INTEGER
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_calls, _texts]

@@ -11,6 +11,7 @@ Calls that ended while we were away are the CDR backfill's (``on_connected``).
 from __future__ import annotations
 
 import asyncio
+import codecs
 import logging
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,6 +31,35 @@ _ACTIONS = ("login", "logoff", "ping", "coreshowchannels", "getvar")
 
 class AmiError(Exception):
     """The manager refused us (bad credentials or permissions)."""
+
+
+class _Protocol(AMIProtocol):  # type: ignore[misc]
+    """panoramisk's protocol with three holes closed: a character split across two reads is
+    kept (it decoded each read on its own), a frame with a repeated ``Event`` header no
+    longer drops the connection, and actions waiting when the connection goes fail at once
+    instead of hanging until their timeout."""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(self._decoder.decode(data).encode("utf-8"))
+
+    def handle_message(self, message: Any) -> None:
+        event = message.get("Event")
+        if isinstance(event, list):
+            message["Event"] = event[-1] if event else ""
+        try:
+            super().handle_message(message)
+        except Exception:
+            log.exception("AMI: a frame could not be handled and was skipped")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for action in list(self.responses.values()):
+            if not action.future.done():
+                action.future.set_exception(ConnectionResetError("AMI connection lost"))
+        super().connection_lost(exc)
 
 
 class _Link:
@@ -62,7 +92,7 @@ class AmiWatcher:
         self.on_connected = on_connected
         self.connected = asyncio.Event()
         self.tasks = TaskSet("AMI", log)
-        self._protocol: AMIProtocol | None = None
+        self._protocol: _Protocol | None = None
 
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = Backoff()
@@ -100,7 +130,7 @@ class AmiWatcher:
         timeout = self.config.connect_timeout
         link = _Link(self._dispatch)
         transport, protocol = await asyncio.wait_for(
-            loop.create_connection(AMIProtocol, self.config.host, self.config.port), timeout
+            loop.create_connection(_Protocol, self.config.host, self.config.port), timeout
         )
         try:
             protocol.factory = link
@@ -128,10 +158,10 @@ class AmiWatcher:
         finally:
             transport.close()
 
-    async def _action(self, protocol: AMIProtocol, action: dict[str, str]) -> Any:
+    async def _action(self, protocol: _Protocol, action: dict[str, str]) -> Any:
         return await asyncio.wait_for(protocol.send(action), self.config.connect_timeout)
 
-    async def _resync(self, protocol: AMIProtocol) -> None:
+    async def _resync(self, protocol: _Protocol) -> None:
         """Track calls already in progress: every live channel, as if it were new."""
         reply = await asyncio.wait_for(
             protocol.send({"Action": "CoreShowChannels"}, as_list=True),
@@ -147,9 +177,7 @@ class AmiWatcher:
             "AMI resync: %d live channel(s), %d inbound call(s)", count, len(self.rules.calls)
         )
 
-    async def _keep_alive(
-        self, protocol: AMIProtocol, link: _Link, stopping: asyncio.Event
-    ) -> None:
+    async def _keep_alive(self, protocol: _Protocol, link: _Link, stopping: asyncio.Event) -> None:
         lost = asyncio.ensure_future(link.lost.wait())
         stop = asyncio.ensure_future(stopping.wait())
         try:
@@ -202,15 +230,13 @@ class AmiWatcher:
             self._get_forwarded_from(self._protocol, linkedid, str(message["Channel"]))
         )
 
-    async def _get_forwarded_from(
-        self, protocol: AMIProtocol, linkedid: str, channel: str
-    ) -> None:
+    async def _get_forwarded_from(self, protocol: _Protocol, linkedid: str, channel: str) -> None:
         """A call forwarded to us carries the forwarding number in REDIRECTING()."""
         action = {"Action": "Getvar", "Channel": channel, "Variable": "REDIRECTING(from-num)"}
         try:
             reply = await self._action(protocol, action)
-        except TimeoutError:
-            log.debug("call %s: Getvar REDIRECTING timed out", linkedid)
+        except (TimeoutError, OSError) as exc:
+            log.debug("call %s: Getvar REDIRECTING failed: %s", linkedid, exc or "timeout")
             return
         value = reply.get("Value") if reply.success else None
         if isinstance(value, str) and value.strip() and value != "(null)":

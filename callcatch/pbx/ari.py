@@ -15,6 +15,7 @@ dialplan raises the ``CallcatchMissed`` user event instead, which the AMI watche
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 from datetime import UTC, datetime
@@ -45,8 +46,9 @@ class AriApp:
 
     async def run(self, stopping: asyncio.Event) -> None:
         backoff = Backoff()
-        auth = aiohttp.BasicAuth(self.config.username, self.config.password.value)
-        async with aiohttp.ClientSession(auth=auth, timeout=_REST_TIMEOUT) as http:
+        credentials = f"{self.config.username}:{self.config.password.value}".encode()
+        headers = {"Authorization": "Basic " + base64.b64encode(credentials).decode("ascii")}
+        async with aiohttp.ClientSession(headers=headers, timeout=_REST_TIMEOUT) as http:
             self._http = http
             while not stopping.is_set():
                 try:
@@ -118,20 +120,24 @@ class AriApp:
         except (ValueError, KeyError, TypeError):
             log.warning("ARI: ignored an undecodable event (%d bytes)", len(data))
             return
+        if not isinstance(event, dict):
+            log.warning("ARI: ignored an event that is not an object")
+            return
         if kind == "StasisStart":
             self.tasks.spawn(self._missed(event))
         elif kind == "PlaybackFinished":
-            self._wake(str(event.get("playback", {}).get("id", "")))
+            self._wake(_field(event, "playback", "id"))
         elif kind in ("StasisEnd", "ChannelDestroyed"):
-            self._wake(str(event.get("channel", {}).get("id", "")))
+            self._wake(_field(event, "channel", "id"))
 
     async def _missed(self, event: dict[str, Any]) -> None:
-        channel = event.get("channel") or {}
+        channel = _object(event, "channel")
         channel_id = str(channel.get("id", ""))
         if not channel_id:
             log.warning("ARI: StasisStart without a channel id ignored")
             return
-        args = [str(a) for a in event.get("args") or []]
+        raw_args = event.get("args")
+        args = [str(a) for a in raw_args] if isinstance(raw_args, list) else []
         mode = args[0] if args else "forwarded"
         linkedid, from_num, reason = await asyncio.gather(
             self._variable(channel_id, "CHANNEL(linkedid)"),
@@ -142,8 +148,8 @@ class AriApp:
             outcome = outcome_of_dial(args[1] if len(args) > 1 else None)
         else:
             outcome = outcome_of_redirect(reason)
-        caller = channel.get("caller") or {}
-        dialplan = channel.get("dialplan") or {}
+        caller = _object(channel, "caller")
+        dialplan = _object(channel, "dialplan")
         now = datetime.now(UTC)
         call = CallRecord(
             linkedid=linkedid or channel_id,
@@ -221,6 +227,15 @@ class AriApp:
             if not quiet:
                 log.warning("ARI %s %s failed: %s", method, path, exc or "timeout")
             return None
+
+
+def _object(parent: dict[str, Any], key: str) -> dict[str, Any]:
+    value = parent.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _field(event: dict[str, Any], key: str, name: str) -> str:
+    return str(_object(event, key).get(name, ""))
 
 
 def _parse_time(value: object) -> datetime | None:

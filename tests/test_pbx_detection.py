@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import Daemon
-from tests.pbx import Asterisk, Phone, call
+from tests.pbx import CDR_SQLITE, Asterisk, Phone, call
 
 pytestmark = pytest.mark.pbx
 
@@ -109,7 +109,7 @@ def test_forwarded_call_records_the_forwarding_number(daemon: Daemon) -> None:
 def test_forwarded_call_without_the_stasis_app_falls_back_to_the_user_event(
     daemon_factory: Callable[..., Daemon],
 ) -> None:
-    daemon = daemon_factory(enabled="false")
+    daemon = daemon_factory(ari__enabled="false")
     daemon.start(ready=("AMI connected",))
     caller, owner_mobile = new_caller(), new_caller()
     call("5550106", caller, hangup_after_ms=None, diversion=owner_mobile)
@@ -176,6 +176,23 @@ def test_call_missed_while_stopped_is_backfilled_once(
     daemon.start()
     row = only_call(daemon, caller)
     assert (row["detected_by"], row["missed"]) == ("cdr-backfill", 1)
+    assert row["did"] == "5550101"
+    assert daemon.stop() == 0
+    daemon.start()
+    daemon.wait_for_log("CDR backfill", count=2)
+    assert len([r for r in daemon.calls() if by(caller)(r)]) == 1
+
+
+def test_call_missed_while_stopped_is_backfilled_from_cdr_sqlite(
+    daemon_factory: Callable[..., Daemon],
+) -> None:
+    daemon = daemon_factory(cdr__csv_path='""', cdr__sqlite_path=f'"{CDR_SQLITE}"')
+    caller = new_caller()
+    call("5550103", caller, hangup_after_ms=None)
+    daemon.start()
+    row = only_call(daemon, caller)
+    assert (row["detected_by"], row["outcome"]) == ("cdr-backfill", "unavailable")
+    assert row["linkedid"].startswith("callcatch-")
     assert daemon.stop() == 0
     daemon.start()
     daemon.wait_for_log("CDR backfill", count=2)

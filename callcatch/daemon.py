@@ -12,15 +12,23 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from dataclasses import asdict
+from typing import Any
 
 from callcatch.config import Config
+from callcatch.owner import OwnerNotifier
 from callcatch.pbx.ami import AmiWatcher
 from callcatch.pbx.ari import AriApp
 from callcatch.pbx.cdr import Backfill
 from callcatch.pbx.rules import CallRules, LineMatcher
 from callcatch.recorder import Recorder
+from callcatch.sms.inbox import Inbox
+from callcatch.sms.modem import Modem
+from callcatch.sms.outbox import OutboxWorker
 from callcatch.store import AsyncStore, Store
+from callcatch.store import texts as q
 from callcatch.tasks import sleep_unless
+from callcatch.textback import TextBack
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +64,28 @@ async def run(config: Config) -> None:
         ari = AriApp(config.ari, recorder, ping_interval=config.ami.ping_interval)
         parts["ARI application"] = ari.run
 
+    wakeup = asyncio.Event()
+    textback = TextBack(config, store, wakeup)
+    recorder.on_missed.append(textback.on_missed)
+    inboxes = []
+    for modem_config in config.modems:
+        inbox = Inbox(config, store, wakeup, modem_config.name)
+        modem = Modem(
+            modem_config,
+            on_sms=inbox.on_sms,
+            on_status_report=inbox.on_status_report,
+            on_identity=_saver(store, modem_config.name),
+            on_health=_saver(store, modem_config.name),
+        )
+        worker = OutboxWorker(modem, modem_config, config.textback, store, wakeup)
+        parts[f"modem {modem_config.name}"] = modem.run
+        parts[f"outbox worker {modem_config.name}"] = worker.run
+        inboxes.append(inbox)
+    if not config.modems:
+        log.warning("no [[modem]] configured: text-backs wait in the outbox")
+    if config.owner.notify and config.owner.numbers:
+        parts["owner notifier"] = OwnerNotifier(config, store, wakeup).run
+
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -68,6 +98,10 @@ async def run(config: Config) -> None:
     ]
     try:
         await backfill.run_once()
+        await textback.catch_up()
+        if inboxes:
+            await inboxes[0].collect_stale_parts()
+            await inboxes[0].handle_pending()
         await stopping.wait()
         log.info("stopping: draining")
         _, pending = await asyncio.wait(tasks, timeout=GRACE_SECONDS)
@@ -78,11 +112,22 @@ async def run(config: Config) -> None:
         await ami.drain()
         if ari is not None:
             await ari.drain()
+        for inbox in inboxes:
+            await inbox.tasks.drain()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
         store.close()
         log.info("stopped")
+
+
+def _saver(store: AsyncStore, name: str) -> Callable[[Any], Awaitable[None]]:
+    """Keep what a modem reports about itself (identity, health) in the store."""
+
+    async def save(report: Any) -> None:
+        await store.call(q.save_modem, name, q.now_utc(), **asdict(report))
+
+    return save
 
 
 def _on_signal(signum: int, stopping: asyncio.Event) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from callcatch.store import Store
+from callcatch.store import Store, texts
 from tests.pbx import CDR_CSV
 
 REPO = Path(__file__).resolve().parent.parent
@@ -137,4 +137,27 @@ class Daemon:
             time.sleep(0.05)
         raise AssertionError(
             f"expected {count} call(s), found {found!r}\nlog:\n{self.log()[-4000:]}"
+        )
+
+    def outbox(self, number: str) -> list[dict[str, Any]]:
+        store = Store(self.directory / "callcatch.db", "US")
+        try:
+            return [r for r in texts.outbox(store, limit=10_000) if r["number"] == number]
+        finally:
+            store.close()
+
+    def wait_for_outbox(
+        self, number: str, state: str | tuple[str, ...], timeout: float = 15
+    ) -> dict[str, Any]:
+        """The newest text to ``number`` once it is in ``state`` (or one of them)."""
+        states = (state,) if isinstance(state, str) else state
+        deadline = time.monotonic() + timeout
+        rows: list[dict[str, Any]] = []
+        while time.monotonic() < deadline:
+            rows = self.outbox(number)
+            if rows and rows[0]["state"] in states:
+                return rows[0]
+            time.sleep(0.05)
+        raise AssertionError(
+            f"no text to {number} in {states}: {rows!r}\nlog:\n{self.log()[-4000:]}"
         )

@@ -471,7 +471,7 @@ def mute(store: Store, number: str, until: datetime, reason: str) -> None:
 # -- modems and the owner ----------------------------------------------------------------
 
 
-def save_modem(store: Store, name: str, now: datetime, **values: Any) -> None:
+def save_modem(store: Store, /, name: str, now: datetime, **values: Any) -> None:
     columns = ", ".join(values)
     marks = ", ".join("?" * len(values))
     updates = ", ".join(f"{c} = excluded.{c}" for c in values)

@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable
 
 from callcatch.calls import CallRecord
 from callcatch.numbers import CallerStatus, classify, masked
+from callcatch.pbx.rules import CallbackAnswered
 from callcatch.store import AsyncStore
+from callcatch.store import texts as q
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +54,19 @@ class Recorder:
                 "call %s: already recorded, %s report ignored", call.linkedid, call.detected_by
             )
         return new
+
+    async def callback(self, answered: CallbackAnswered) -> None:
+        """The shop called ``answered.number`` and was answered: keep it for the outbox's
+        last look before a delayed text-back."""
+        number = classify(answered.number, self.store.store.country).e164
+        if number is None:
+            return
+        await self.store.call(q.add_callback, answered.linkedid, number, answered.answered_at)
+        log.info(
+            "call %s: the shop called %s back and was answered",
+            answered.linkedid,
+            number if self.show_numbers else masked(number),
+        )
 
     async def _tell(self, call: CallRecord) -> None:
         for listener in self.on_missed:

@@ -7,7 +7,13 @@ from typing import Any
 import pytest
 
 from callcatch.calls import CallRecord, Detection, Outcome
-from callcatch.pbx.rules import CallRules, LineMatcher, device_of
+from callcatch.pbx.rules import (
+    CallbackAnswered,
+    CallRules,
+    LineMatcher,
+    device_of,
+    dialled_number,
+)
 
 TRUNK = "PJSIP/carrier-00000001"
 LINKEDID = "1760000000.1"
@@ -753,3 +759,67 @@ def test_set_forwarded_from_is_kept_in_the_record() -> None:
     rules.set_forwarded_from(LINKEDID, "+19999999999")
     call = only(feed([c.hangup(c.first)], rules))
     assert call.forwarded_from == "+12125550199"
+
+
+def test_shop_calling_a_number_back_is_reported_when_answered() -> None:
+    rules = CallRules(LineMatcher(["PJSIP/carrier", "DAHDI/"]))
+    phone = {"Channel": "PJSIP/phone1-00000010", "Uniqueid": "9.1", "Linkedid": "9.1"}
+    trunk = {"Channel": "PJSIP/carrier-00000011", "Uniqueid": "9.2", "Linkedid": "9.1"}
+    events = [
+        {"Event": "Newchannel", **phone, "CallerIDNum": "101", "Exten": "+12125550123"},
+        {"Event": "Newchannel", **trunk, "CallerIDNum": "101", "Exten": "s"},
+        {
+            "Event": "DialBegin",
+            **phone,
+            "DestChannel": trunk["Channel"],
+            "DestUniqueid": "9.2",
+            "DestLinkedid": "9.1",
+            "DialString": "carrier/sip:+12125550123@127.0.0.2:5090",
+        },
+        {"Event": "Newstate", **trunk, "ChannelState": "6", "ChannelStateDesc": "Up"},
+    ]
+    decisions = [d for e in events for d in rules.handle(e)]
+    assert len(decisions) == 1
+    answered = decisions[0]
+    assert isinstance(answered, CallbackAnswered)
+    assert (answered.linkedid, answered.number) == ("9.1", "+12125550123")
+    assert rules.handle({"Event": "Hangup", **phone, "Cause": "16"}) == []
+    assert rules.outbound == {}
+
+
+def test_an_unanswered_call_back_reports_nothing() -> None:
+    rules = CallRules(LineMatcher(["PJSIP/carrier"]))
+    phone = {"Channel": "PJSIP/phone1-00000020", "Uniqueid": "8.1", "Linkedid": "8.1"}
+    events = [
+        {"Event": "Newchannel", **phone},
+        {
+            "Event": "DialBegin",
+            **phone,
+            "DestChannel": "PJSIP/carrier-00000021",
+            "DestUniqueid": "8.2",
+            "DialString": "+12125550123@carrier",
+        },
+        {
+            "Event": "Hangup",
+            "Channel": "PJSIP/carrier-00000021",
+            "Uniqueid": "8.2",
+            "Linkedid": "8.1",
+            "Cause": "19",
+        },
+        {"Event": "Hangup", **phone, "Cause": "16"},
+    ]
+    assert [d for e in events for d in rules.handle(e)] == []
+
+
+@pytest.mark.parametrize(
+    ("dial_string", "number"),
+    [
+        ("carrier/sip:+12125550123@127.0.0.2:5090", "+12125550123"),
+        ("+12125550123@carrier", "+12125550123"),
+        ("carrier/12125550123", "12125550123"),
+        ("DAHDI/g0/2125550123", "2125550123"),
+        ("carrier", None),
+    ],
+)
+def test_dialled_number(dial_string: str, number: str | None) -> None:
+    assert dialled_number(dial_string) == number

@@ -20,7 +20,7 @@ from typing import Any
 from panoramisk.ami_protocol import AMIProtocol
 
 from callcatch.config import AmiConfig
-from callcatch.pbx.rules import CallRules
+from callcatch.pbx.rules import CallbackAnswered, CallRules
 from callcatch.recorder import Recorder
 from callcatch.tasks import Backoff, TaskSet, sleep_unless
 
@@ -215,8 +215,11 @@ class AmiWatcher:
                 message.get("Event", "?"),
             )
             return
-        for call in decisions:
-            self.tasks.spawn(self.recorder.record(call))
+        for decision in decisions:
+            if isinstance(decision, CallbackAnswered):
+                self.tasks.spawn(self.recorder.callback(decision))
+            else:
+                self.tasks.spawn(self.recorder.record(decision))
         if message.get("Event") == "Newchannel":
             self._ask_forwarded_from(message)
 

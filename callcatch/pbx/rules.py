@@ -24,6 +24,10 @@ person when it goes Up, even if the mobile's own voicemail took the call: Asteri
 tell the two apart. Call confirmation on such legs (FreePBX's "Confirm Calls") makes the
 Up mean a person again.
 
+Calls the other way are watched for one fact only: a call started by a phone that leaves on
+a trunk and is answered is the shop calling someone back (:class:`CallbackAnswered`), which
+cancels a delayed text-back to that number.
+
 The decision is made once, when the trunk channel hangs up (or at the explicit signal),
 and a linkedid that was decided is never decided again however often events repeat.
 """
@@ -97,6 +101,26 @@ class _Call:
     legs: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class CallbackAnswered:
+    """A call from the shop out through a trunk was answered by ``number``."""
+
+    linkedid: str
+    number: str
+    answered_at: datetime
+
+
+Decision = CallRecord | CallbackAnswered
+_DIALLED = re.compile(r"\+?\d{6,}")
+
+
+def dialled_number(dial_string: str) -> str | None:
+    """The number in a Dial() string: ``carrier/sip:+12125550123@host`` or
+    ``+12125550123@carrier`` give ``+12125550123``."""
+    match = _DIALLED.search(dial_string.rpartition("/")[2] or dial_string)
+    return match.group(0) if match else None
+
+
 def _flat(value: object) -> str:
     """A header's value; when a header repeats (UserEvent fields that shadow the channel's
     own, for one), the last one is what the sender wrote."""
@@ -124,18 +148,20 @@ class CallRules:
         # Resync lists channels in no promised order: legs seen before their call's first
         # channel wait here until it comes, and are dropped when the listing is complete.
         self._unplaced: dict[str, list[dict[str, str]]] = {}
+        # Calls started by a phone: linkedid -> {trunk leg uniqueid: number dialled}.
+        self.outbound: OrderedDict[str, dict[str, str]] = OrderedDict()
         self._now = time.time
 
     # -- entry point -----------------------------------------------------------------
 
-    def handle(self, event: Mapping[str, object]) -> list[CallRecord]:
+    def handle(self, event: Mapping[str, object]) -> list[Decision]:
         ev = normalise(event)
         name = ev.get("event", "")
         handler = getattr(self, "_on_" + name.lower(), None)
         if handler is None:
             return []
         try:
-            result: list[CallRecord] = handler(ev)
+            result: list[Decision] = handler(ev)
         except (KeyError, ValueError) as exc:
             log.warning(
                 "call %s: ignored a malformed %s event (%s)", ev.get("linkedid", "?"), name, exc
@@ -147,14 +173,29 @@ class CallRules:
         """Drop calls in progress (the connection is gone); a resync brings back the live."""
         self.calls.clear()
         self._unplaced.clear()
+        self.outbound.clear()
 
     # -- channel lifecycle -----------------------------------------------------------
 
-    def _on_newchannel(self, ev: dict[str, str]) -> list[CallRecord]:
-        self._track(ev, started=self._now())
+    def _on_newchannel(self, ev: dict[str, str]) -> list[Decision]:
+        call = self._track(ev, started=self._now())
+        first = ev["uniqueid"] == ev["linkedid"]
+        if call is None and first and self.lines.line_of(ev["channel"]) is None:
+            self.outbound[ev["linkedid"]] = {}
+            while len(self.outbound) > _DECIDED_MEMORY:
+                self.outbound.popitem(last=False)
         return []
 
-    def _on_coreshowchannel(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_dialbegin(self, ev: dict[str, str]) -> list[Decision]:
+        legs = self.outbound.get(ev.get("linkedid", ""))
+        dest = ev.get("destchannel", "")
+        if legs is not None and dest and self.lines.line_of(dest) is not None:
+            number = dialled_number(ev.get("dialstring", ""))
+            if number:
+                legs[ev.get("destuniqueid", "")] = number
+        return []
+
+    def _on_coreshowchannel(self, ev: dict[str, str]) -> list[Decision]:
         """A channel listed by a resync: as Newchannel, plus what its state tells."""
         started = self._now() - _seconds(ev.get("duration", ""))
         call = self._track(ev, started=started)
@@ -168,7 +209,7 @@ class CallRules:
             self._apply_listed(call, leg)
         return []
 
-    def _on_coreshowchannelscomplete(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_coreshowchannelscomplete(self, ev: dict[str, str]) -> list[Decision]:
         self._unplaced.clear()
         return []
 
@@ -216,7 +257,7 @@ class CallRules:
     def _call_of(self, ev: dict[str, str]) -> _Call | None:
         return self.calls.get(ev.get("linkedid", ""))
 
-    def _on_newexten(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_newexten(self, ev: dict[str, str]) -> list[Decision]:
         call = self._call_of(ev)
         if call is None:
             return []
@@ -226,14 +267,20 @@ class CallRules:
             call.voicemail = True
         return []
 
-    def _on_newcallerid(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_newcallerid(self, ev: dict[str, str]) -> list[Decision]:
         call = self._call_of(ev)
         if call is not None and ev.get("uniqueid") == call.linkedid:
             call.caller = ev.get("calleridnum", call.caller)
             call.caller_name = ev.get("calleridname", call.caller_name)
         return []
 
-    def _on_newstate(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_newstate(self, ev: dict[str, str]) -> list[Decision]:
+        legs = self.outbound.get(ev.get("linkedid", ""))
+        if legs is not None and ev.get("channelstate") == STATE_UP:
+            number = legs.pop(ev.get("uniqueid", ""), None)
+            if number:
+                answered = datetime.fromtimestamp(self._now(), UTC)
+                return [CallbackAnswered(ev["linkedid"], number, answered)]
         call = self._call_of(ev)
         if call is None or ev.get("channelstate") != STATE_UP:
             return []
@@ -242,7 +289,7 @@ class CallRules:
             call.answered_by = call.answered_by or f"{channel} answered"
         return []
 
-    def _on_varset(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_varset(self, ev: dict[str, str]) -> list[Decision]:
         call = self._call_of(ev)
         if call is None or ev.get("uniqueid") != call.linkedid:
             return []
@@ -251,7 +298,7 @@ class CallRules:
             call.dial_status = ev.get("value", "")
         return []
 
-    def _on_dialend(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_dialend(self, ev: dict[str, str]) -> list[Decision]:
         call = self._call_of(ev)
         if call is None:
             return []
@@ -264,26 +311,28 @@ class CallRules:
             call.dial_status = status or None
         return []
 
-    def _on_pickup(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_pickup(self, ev: dict[str, str]) -> list[Decision]:
         call = self.calls.get(ev.get("targetlinkedid", ""))
         if call is not None:
             call.answered_by = call.answered_by or f"picked up by {ev.get('channel', '?')}"
         return []
 
-    def _on_agentconnect(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_agentconnect(self, ev: dict[str, str]) -> list[Decision]:
         call = self._call_of(ev)
         if call is not None:
             member = ev.get("destchannel") or ev.get("membername", "?")
             call.answered_by = call.answered_by or f"queue member {member} answered"
         return []
 
-    def _on_queuecallerabandon(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_queuecallerabandon(self, ev: dict[str, str]) -> list[Decision]:
         call = self._call_of(ev)
         if call is not None:
             call.abandoned = True
         return []
 
-    def _on_hangup(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_hangup(self, ev: dict[str, str]) -> list[Decision]:
+        if ev.get("uniqueid") == ev.get("linkedid"):
+            self.outbound.pop(ev.get("linkedid", ""), None)
         call = self._call_of(ev)
         if call is None:
             return []
@@ -298,7 +347,7 @@ class CallRules:
 
     # -- the explicit signal ---------------------------------------------------------
 
-    def _on_userevent(self, ev: dict[str, str]) -> list[CallRecord]:
+    def _on_userevent(self, ev: dict[str, str]) -> list[Decision]:
         if ev.get("userevent", "") != HOOK_EVENT:
             return []
         linkedid = ev.get("linkedid", "")

@@ -115,9 +115,7 @@ class OutboxWorker:
         facts = await self.store.call(q.facts, text.number, q.now_utc())
         if facts.opted_out:
             return "opted out"
-        if await self.store.call(q.answered_since, text.number, text.created_at):
-            return "they called again and were answered"
-        return None
+        return await self.store.call(q.answered_since, text.number, text.created_at)
 
     async def _failed(self, text: q.Text, exc: ModemError, refs: list[int]) -> None:
         now = q.now_utc()

@@ -162,4 +162,19 @@ def _texts(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_calls, _texts]
+def _callbacks(db: sqlite_utils.Database) -> None:
+    """Answered calls from the shop out to a number: a delayed text-back to it is moot."""
+    db.execute(
+        """
+        CREATE TABLE callbacks (
+            linkedid TEXT NOT NULL,
+            number TEXT NOT NULL,
+            answered_at TEXT NOT NULL,
+            PRIMARY KEY (linkedid, number)
+        )
+        """
+    )
+    db.execute("CREATE INDEX callbacks_number ON callbacks (number, answered_at)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_calls, _texts, _callbacks]

@@ -82,13 +82,28 @@ def undecided_missed_calls(store: Store, since: datetime) -> list[dict[str, Any]
     return _rows(cursor)
 
 
-def answered_since(store: Store, number: str, since: datetime) -> bool:
-    """Did a call with ``number`` get answered after ``since`` (they rang again)?"""
-    row = store.db.execute(
+def answered_since(store: Store, number: str, since: datetime) -> str | None:
+    """Did the caller ring again and get answered, or did the shop call them back and get
+    an answer, after ``since``? Says which, or None."""
+    rang_again = store.db.execute(
         "SELECT 1 FROM calls WHERE caller_e164 = ? AND missed = 0 AND started_at > ? LIMIT 1",
         [number, iso(since)],
     ).fetchone()
-    return row is not None
+    if rang_again:
+        return "they called again and were answered"
+    called_back = store.db.execute(
+        "SELECT 1 FROM callbacks WHERE number = ? AND answered_at > ? LIMIT 1",
+        [number, iso(since)],
+    ).fetchone()
+    return "the shop called them back and they answered" if called_back else None
+
+
+def add_callback(store: Store, linkedid: str, number: str, answered_at: datetime) -> None:
+    store.db.execute(
+        "INSERT INTO callbacks (linkedid, number, answered_at) VALUES (?, ?, ?) "
+        "ON CONFLICT DO NOTHING",
+        [linkedid, number, iso(answered_at)],
+    )
 
 
 # -- facts for the policy ----------------------------------------------------------------

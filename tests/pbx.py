@@ -191,9 +191,11 @@ class Phone:
         calls: int = 1,
         timeout: float = 120,
         workdir: Path | None = None,
+        host: str = PBX_HOST,
     ) -> None:
         if mode not in ("ring", "answer", "busy"):
             raise ValueError(f"unknown phone mode {mode!r}")
+        self.host = host
         self.port = port
         self.mode = mode
         self.answer_after_ms = answer_after_ms
@@ -207,14 +209,14 @@ class Phone:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> Phone:
-        if _udp_bound(PBX_HOST, self.port):
+        if _udp_bound(self.host, self.port):
             raise PbxError(f"127.0.0.1:{self.port} is already in use (a phone left running?)")
         cmd = [
             _SIPP,
             "-sf", str(SIPP_DIR / f"uas_{self.mode}.xml"),
-            "-i", PBX_HOST,
+            "-i", self.host,
             "-p", str(self.port),
-            "-mi", PBX_HOST,
+            "-mi", self.host,
             "-mp", str(self.port + 1000),
             "-m", str(self.calls),
             "-timeout", f"{int(self.timeout)}s",
@@ -228,7 +230,7 @@ class Phone:
                 cmd, cwd=self.workdir, stdin=subprocess.DEVNULL, stdout=out, stderr=err
             )
         deadline = time.monotonic() + 5
-        while not _udp_bound(PBX_HOST, self.port):
+        while not _udp_bound(self.host, self.port):
             if self.process.poll() is not None:
                 raise PbxError(
                     f"phone on port {self.port} exited {self.process.returncode}: "
@@ -376,6 +378,7 @@ def start_call(
     anonymous: bool = False,
     timeout: float = 60,
     workdir: Path | None = None,
+    source_ip: str = CARRIER_IP,
 ) -> CallProcess:
     """Start an inbound call from the carrier (127.0.0.2) to ``did``; don't wait.
 
@@ -384,6 +387,7 @@ def start_call(
         and if it was a 200 hold the call ``hold_ms`` then send BYE.
     diversion: a forwarding number, sent as ``Diversion: <sip:NUMBER@127.0.0.2>;reason=...``
     anonymous: From "Anonymous" <sip:anonymous@anonymous.invalid> (no P-Asserted-Identity).
+    source_ip: where the INVITE comes from; 127.0.0.3 makes it a call placed by phone1.
     """
     wd = workdir or Path(tempfile.mkdtemp(prefix="callcatch-call-"))
     paths = {
@@ -398,7 +402,7 @@ def start_call(
             "Anonymous", "anonymous", "anonymous.invalid", "anonymous",
         )  # fmt: skip
     else:
-        from_display, from_user, from_host, contact_user = caller, caller, CARRIER_IP, caller
+        from_display, from_user, from_host, contact_user = caller, caller, source_ip, caller
     if diversion:
         extra = f"Diversion: <sip:{diversion}@{CARRIER_IP}>;reason={diversion_reason}"
     else:
@@ -410,8 +414,8 @@ def start_call(
     cmd = [
         _SIPP,
         "-sf", str(SIPP_DIR / scenario),
-        "-i", CARRIER_IP,
-        "-mi", CARRIER_IP,
+        "-i", source_ip,
+        "-mi", source_ip,
         "-m", "1",
         "-l", "1",
         *vars_,
@@ -452,6 +456,7 @@ def call(
     anonymous: bool = False,
     timeout: float = 60,
     workdir: Path | None = None,
+    source_ip: str = CARRIER_IP,
 ) -> CallResult:
     """Place one inbound call and wait for SIPp to finish (see :func:`start_call`)."""
     proc = start_call(
@@ -465,6 +470,7 @@ def call(
         anonymous=anonymous,
         timeout=timeout,
         workdir=workdir,
+        source_ip=source_ip,
     )
     try:
         return proc.result()

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -279,3 +281,90 @@ def test_asterisk_restart_mid_burst_texts_every_missed_caller_once(
         modem.wait_sent(1, caller)
     time.sleep(1.0)
     assert all(len(modem.sent_to(c)) == 1 for c in callers)
+
+
+def test_caller_answered_on_a_second_call_within_the_delay_gets_no_text(
+    textback_daemon: Callable[..., Daemon], modem: ModemProcess
+) -> None:
+    daemon = textback_daemon(textback__delay_seconds="4")
+    caller = new_caller()
+    missed_call(caller)
+    daemon.wait_for_outbox(caller, "queued")
+    with Phone(port=5081, mode="answer", answer_after_ms=300):
+        call("5550101", caller, hangup_after_ms=None, hold_ms=300)
+    row = daemon.wait_for_outbox(caller, "failed", timeout=15)
+    assert "called again and were answered" in str(row["reason"])
+    assert modem.sent_to(caller) == []
+
+
+def test_shop_calling_back_within_the_delay_cancels_the_text(
+    textback_daemon: Callable[..., Daemon], modem: ModemProcess
+) -> None:
+    daemon = textback_daemon(textback__delay_seconds="4")
+    caller = new_caller()
+    missed_call(caller)
+    daemon.wait_for_outbox(caller, "queued")
+    with Phone(host="127.0.0.2", port=5090, mode="answer", answer_after_ms=300):
+        result = call(caller, "101", hangup_after_ms=None, hold_ms=300, source_ip="127.0.0.3")
+    assert result.final_status == 200, result
+    row = daemon.wait_for_outbox(caller, "failed", timeout=15)
+    assert "called them back" in str(row["reason"])
+    assert modem.sent_to(caller) == []
+
+
+def test_send_test_goes_through_the_running_daemons_modem(
+    textback_daemon: Callable[..., Daemon], modem: ModemProcess
+) -> None:
+    daemon = textback_daemon()
+    number = new_caller()
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "callcatch",
+            "send-test",
+            number,
+            "--config",
+            str(daemon.config),
+            "--text",
+            "Modem check",
+            "--wait",
+            "20",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "sent" in out.stdout
+    (text,) = modem.wait_sent(1, number)
+    assert text["text"] == "Modem check"
+
+
+def test_two_modems_drain_one_outbox_each_text_sent_once(
+    textback_daemon: Callable[..., Daemon], modem: ModemProcess, tmp_path: Path
+) -> None:
+    second_dir = tmp_path / "second"
+    second_dir.mkdir()
+    second = ModemProcess(second_dir)
+    try:
+        daemon = textback_daemon(start=False, modem__pace_seconds="1.0")
+        with daemon.config.open("a") as config:
+            config.write(
+                f'\n[[modem]]\nname = "sim2"\nport = "{second.link}"\npin = "{SIM_PIN}"\n'
+                "pace_seconds = 1.0\ncommand_timeout = 2\n"
+            )
+        daemon.start(ready=("AMI connected", "modem sim1: ready", "modem sim2: ready"))
+        callers = [new_caller() for _ in range(6)]
+        with Phone(port=5081, mode="ring", calls=len(callers)):
+            for caller in callers:
+                call("5550101", caller, hangup_after_ms=400)
+        for caller in callers:
+            daemon.wait_for_outbox(caller, "sent", timeout=30)
+        time.sleep(1.0)
+        first_numbers = [s["number"] for s in modem.sent()]
+        second_numbers = [s["number"] for s in second.sent()]
+        assert sorted(first_numbers + second_numbers) == sorted(callers)
+        assert first_numbers and second_numbers
+    finally:
+        second.stop()

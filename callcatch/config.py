@@ -170,6 +170,50 @@ class ModemConfig:
 
 
 @dataclass(frozen=True)
+class ServiceConfig:
+    """One entry of the shop's service catalogue; ``keywords`` are how callers say it."""
+
+    name: str
+    keywords: tuple[str, ...]
+    emergency: bool
+
+
+@dataclass(frozen=True)
+class AreaConfig:
+    """Where the shop works: town or neighbourhood names, and postal code prefixes."""
+
+    places: tuple[str, ...]
+    postcode_prefixes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class EmergencyConfig:
+    keywords: tuple[str, ...]
+    gas_keywords: tuple[str, ...]
+    gas_advice: str
+    reply: str
+
+
+@dataclass(frozen=True)
+class BookingConfig:
+    slot_minutes: int
+    jobs_per_slot: int
+    days_ahead: int
+    offer: int
+
+
+@dataclass(frozen=True)
+class ConversationConfig:
+    enabled: bool
+    model_path: Path | None
+    context_size: int
+    threads: int
+    reply_timeout: float
+    stall_minutes: float
+    daily_digest: str
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str
     show_numbers: bool
@@ -191,6 +235,11 @@ class Config:
     screening: ScreeningConfig
     owner: OwnerConfig
     keywords: KeywordsConfig
+    services: tuple[ServiceConfig, ...]
+    area: AreaConfig
+    emergency: EmergencyConfig
+    booking: BookingConfig
+    conversation: ConversationConfig
 
 
 class _Section:
@@ -365,6 +414,11 @@ def parse(data: Mapping[str, Any], path: Path) -> Config:
         screening=_screening(top.table("screening"), business),
         owner=_owner(top.table("owner"), business),
         keywords=_keywords(top.table("keywords")),
+        services=_services(top),
+        area=_area(top.table("area")),
+        emergency=_emergency(top.table("emergency")),
+        booking=_booking(top.table("booking")),
+        conversation=_conversation(top.table("conversation")),
     )
     top.reject_unknown()
     return config
@@ -680,6 +734,100 @@ def _keywords(s: _Section) -> KeywordsConfig:
         loop_guard_per_minute=int(
             s.number("loop_guard_per_minute", 5, low=1, high=1000, integer=True)
         ),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _services(top: _Section) -> tuple[ServiceConfig, ...]:
+    top.read.add("service")
+    tables = top.data.get("service", [])
+    if not isinstance(tables, list) or not all(isinstance(t, dict) for t in tables):
+        raise top.error("service", "expected one or more [[service]] tables")
+    services = []
+    for index, table in enumerate(tables):
+        s = _Section(top.file, f"service[{index}]", table)
+        services.append(
+            ServiceConfig(
+                name=s.text("name", _REQUIRED, allow_empty=False),
+                keywords=tuple(k.lower() for k in s.texts("keywords")),
+                emergency=s.flag("emergency", False),
+            )
+        )
+        s.reject_unknown()
+    return tuple(services)
+
+
+def _area(s: _Section) -> AreaConfig:
+    config = AreaConfig(places=s.texts("places"), postcode_prefixes=s.texts("postcode_prefixes"))
+    s.reject_unknown()
+    return config
+
+
+def _emergency(s: _Section) -> EmergencyConfig:
+    config = EmergencyConfig(
+        keywords=tuple(
+            k.lower()
+            for k in s.texts(
+                "keywords",
+                (
+                    "burst",
+                    "flooding",
+                    "flooded",
+                    "water everywhere",
+                    "no power",
+                    "sparks",
+                    "smoke",
+                    "no heat",
+                ),
+            )
+        ),
+        gas_keywords=tuple(
+            k.lower()
+            for k in s.texts(
+                "gas_keywords", ("smell gas", "smell of gas", "gas leak", "smells like gas")
+            )
+        ),
+        gas_advice=s.text(
+            "gas_advice",
+            "If you smell gas: leave the building now, don't use switches or flames, and call "
+            "911 from outside.",
+            allow_empty=False,
+        ),
+        reply=_template(
+            s,
+            "reply",
+            "That sounds urgent. We've alerted {business}; someone will call you back as soon "
+            "as possible.",
+        ),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _booking(s: _Section) -> BookingConfig:
+    config = BookingConfig(
+        slot_minutes=int(s.number("slot_minutes", 120, low=15, high=24 * 60, integer=True)),
+        jobs_per_slot=int(s.number("jobs_per_slot", 1, low=1, high=100, integer=True)),
+        days_ahead=int(s.number("days_ahead", 14, low=1, high=365, integer=True)),
+        offer=int(s.number("offer", 3, low=1, high=5, integer=True)),
+    )
+    s.reject_unknown()
+    return config
+
+
+def _conversation(s: _Section) -> ConversationConfig:
+    digest = s.text("daily_digest", "")
+    if digest and not re.match(r"^\d{2}:\d{2}$", digest):
+        raise s.error("daily_digest", f'expected a time like "18:00" or "", got {digest!r}')
+    config = ConversationConfig(
+        enabled=s.flag("enabled", True),
+        model_path=s.path("model_path", None),
+        context_size=int(s.number("context_size", 2048, low=256, high=131072, integer=True)),
+        threads=int(s.number("threads", 2, low=1, high=256, integer=True)),
+        reply_timeout=s.number("reply_timeout", 5.0, low=0.1, high=120),
+        stall_minutes=s.number("stall_minutes", 60.0, low=1, high=24 * 60),
+        daily_digest=digest,
     )
     s.reject_unknown()
     return config

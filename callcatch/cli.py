@@ -64,11 +64,34 @@ def _parser() -> argparse.ArgumentParser:
     test.add_argument(
         "--wait", type=float, default=60.0, metavar="SECONDS", help="how long to follow it"
     )
+    demo = commands.add_parser(
+        "demo", help="the whole product in one process: a missed call, then you are the caller"
+    )
+    demo.add_argument("--config", metavar="FILE", help="a shop's profile (default: the demo one)")
+    demo.add_argument("--script", metavar="FILE", help="the caller's messages, one per line")
+    demo.add_argument("--json", action="store_true", help="print the outcome as JSON")
+    demo.add_argument("--data", default="data/demo", metavar="DIR", help="where the store goes")
+    demo.add_argument(
+        "--model", metavar="FILE", default=None,
+        help="GGUF model (default: the profile's, else models/SmolLM2-135M-Instruct.Q4_1.gguf)",
+    )  # fmt: skip
+    conversations = commands.add_parser(
+        "conversations", parents=[common], help="conversations with their state and slots"
+    )
+    conversations.add_argument("--json", action="store_true")
+    bookings = commands.add_parser("bookings", parents=[common], help="list bookings")
+    bookings.add_argument("--json", action="store_true")
+    bookings.add_argument("--ics", action="store_true", help="print an iCalendar file")
+    for name, what in (("takeover", "the owner answers"), ("release", "the assistant answers")):
+        hold = commands.add_parser(name, parents=[common], help=f"{what} NUMBER from now on")
+        hold.add_argument("number")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "demo":
+        return _demo(args)
     try:
         config = configuration.load(configuration.resolve_path(args.config))
     except configuration.ConfigError as exc:
@@ -83,6 +106,12 @@ def main(argv: list[str] | None = None) -> int:
             return _outbox(config, args)
         if args.command == "send-test":
             return _send_test(config, args)
+        if args.command == "conversations":
+            return _conversations(config, args)
+        if args.command == "bookings":
+            return _bookings(config, args)
+        if args.command in ("takeover", "release"):
+            return _hold(config, args)
         _setup_logging(config.log.level)
         asyncio.run(_run(config))
         return 0
@@ -272,6 +301,110 @@ def _send_test(config: configuration.Config, args: argparse.Namespace) -> int:
         return 1
     finally:
         store.close()
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from callcatch import demo
+
+    try:
+        return demo.main(args.config, args.script, args.json, args.data, args.model)
+    except configuration.ConfigError as exc:
+        print(f"callcatch: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        print(f"callcatch: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+def _conversations(config: configuration.Config, args: argparse.Namespace) -> int:
+    from callcatch.store import conversations
+
+    store = Store(config.store.path, config.business.country)
+    try:
+        rows = conversations.listing(store)
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no conversations")
+        return 0
+    table: list[tuple[str, ...]] = [("id", "number", "state", "owner", "slots", "updated")]
+    for row in rows:
+        slots = ", ".join(
+            f"{k}={v['text'] if isinstance(v, dict) else v}"
+            for k, v in sorted(row["slots"].items())
+        )
+        table.append(
+            (
+                str(row["id"]),
+                row["number"],
+                row["state"],
+                "owner" if row["owner_holds"] else "-",
+                slots or "-",
+                row["updated_at"][:16],
+            )
+        )
+    _print_rows(table)
+    return 0
+
+
+def _bookings(config: configuration.Config, args: argparse.Namespace) -> int:
+    from callcatch import booking
+
+    store = Store(config.store.path, config.business.country)
+    try:
+        rows = booking.bookings(store)
+    finally:
+        store.close()
+    zone = ZoneInfo(config.business.timezone)
+    if args.ics:
+        print(booking.to_ics(rows, config.business.name, zone), end="")
+        return 0
+    if args.json:
+        print(json.dumps(rows, indent=2, default=str))
+        return 0
+    if not rows:
+        print("no bookings")
+        return 0
+    table: list[tuple[str, ...]] = [
+        ("id", "when", "state", "number", "name", "service", "address")
+    ]
+    for row in rows:
+        starts = datetime.fromisoformat(str(row["starts_at"])).astimezone(zone)
+        table.append(
+            (
+                str(row["id"]),
+                starts.strftime("%a %d %b %H:%M"),
+                str(row["state"]),
+                str(row["number"]),
+                str(row["name"] or "-"),
+                str(row["service"] or "-"),
+                str(row["address"] or "-"),
+            )
+        )
+    _print_rows(table)
+    return 0
+
+
+def _hold(config: configuration.Config, args: argparse.Namespace) -> int:
+    from callcatch.store import conversations
+
+    number = classify(args.number, config.business.country).e164
+    if number is None:
+        raise UsageError(f"{args.number!r} is not a phone number")
+    store = Store(config.store.path, config.business.country)
+    try:
+        done = conversations.hold(store, number, args.command == "takeover", texts.now_utc())
+    finally:
+        store.close()
+    if not done:
+        print(f"no conversation with {number}")
+        return 1
+    who = "the owner answers" if args.command == "takeover" else "the assistant answers"
+    print(f"{number}: {who}")
+    return 0
 
 
 def _print_rows(table: list[tuple[str, ...]]) -> None:

@@ -732,7 +732,7 @@ def _keywords(s: _Section) -> KeywordsConfig:
             s, "help_reply", "{business}: call us on {phone}. Reply STOP to opt out."
         ),
         loop_guard_per_minute=int(
-            s.number("loop_guard_per_minute", 5, low=1, high=1000, integer=True)
+            s.number("loop_guard_per_minute", 12, low=1, high=1000, integer=True)
         ),
     )
     s.reject_unknown()

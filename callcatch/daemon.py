@@ -13,9 +13,12 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict
+from datetime import timedelta
 from typing import Any
 
 from callcatch.config import Config
+from callcatch.conversation.machine import Assistant
+from callcatch.conversation.model import ModelClient
 from callcatch.owner import OwnerNotifier
 from callcatch.pbx.ami import AmiWatcher
 from callcatch.pbx.ari import AriApp
@@ -33,6 +36,7 @@ from callcatch.textback import TextBack
 log = logging.getLogger(__name__)
 
 GRACE_SECONDS = 5.0
+REPLY_EXPIRY = timedelta(hours=2)
 RESTART_PAUSE = 2.0
 
 
@@ -67,9 +71,16 @@ async def run(config: Config) -> None:
     wakeup = asyncio.Event()
     textback = TextBack(config, store, wakeup)
     recorder.on_missed.append(textback.on_missed)
+    model = ModelClient(config.conversation) if config.conversation.enabled else None
+    assistant = Assistant(config, store, model, _queuer(store, wakeup)) if model else None
+    if assistant is not None:
+        parts["stalled conversations"] = _every(60.0, assistant.summarise_stalled)
     inboxes = []
     for modem_config in config.modems:
         inbox = Inbox(config, store, wakeup, modem_config.name)
+        if assistant is not None:
+            inbox.converse = assistant.handle
+            inbox.take_over = assistant.take_over
         modem = Modem(
             modem_config,
             on_sms=inbox.on_sms,
@@ -97,6 +108,8 @@ async def run(config: Config) -> None:
         for name, part in parts.items()
     ]
     try:
+        if model is not None:
+            await model.start()
         await backfill.run_once()
         await textback.catch_up()
         if inboxes:
@@ -114,6 +127,8 @@ async def run(config: Config) -> None:
             await ari.drain()
         for inbox in inboxes:
             await inbox.tasks.drain()
+        if model is not None:
+            await model.stop()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(signum)
@@ -128,6 +143,36 @@ def _saver(store: AsyncStore, name: str) -> Callable[[Any], Awaitable[None]]:
         await store.call(q.save_modem, name, q.now_utc(), **asdict(report))
 
     return save
+
+
+def _queuer(
+    store: AsyncStore, wakeup: asyncio.Event
+) -> Callable[[str, str, str], Awaitable[None]]:
+    """How the assistant sends: a reply to the caller, or a text to the owner."""
+
+    async def send(kind: str, number: str, body: str) -> None:
+        now = q.now_utc()
+        await store.call(
+            q.queue,
+            kind=q.OWNER if kind == "owner" else q.REPLY,
+            number=number,
+            body=body,
+            now=now,
+            expires_at=now + REPLY_EXPIRY,
+        )
+        wakeup.set()
+
+    return send
+
+
+def _every(
+    seconds: float, job: Callable[[], Awaitable[object]]
+) -> Callable[[asyncio.Event], Awaitable[None]]:
+    async def run(stopping: asyncio.Event) -> None:
+        while not await sleep_unless(stopping, seconds):
+            await job()
+
+    return run
 
 
 def _on_signal(signum: int, stopping: asyncio.Event) -> None:

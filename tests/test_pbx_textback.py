@@ -368,3 +368,19 @@ def test_two_modems_drain_one_outbox_each_text_sent_once(
         assert first_numbers and second_numbers
     finally:
         second.stop()
+
+
+def test_owner_summary_and_help_reach_the_modem(
+    textback_daemon: Callable[..., Daemon], modem: ModemProcess
+) -> None:
+    owner = "+12125550188"
+    textback_daemon(owner__numbers=f'["{owner}"]', owner__batch_seconds="0")
+    caller = new_caller()
+    missed_call(caller)
+    modem.wait_sent(1, caller)
+    (summary,) = modem.wait_sent(1, owner)
+    assert summary["text"].startswith("1 missed call:")
+    assert f"{caller} (caller-hung-up), texted back" in summary["text"]
+    modem.deliver(pdu.encode_deliver(caller, "help", sent_at=datetime.now().astimezone())[0])
+    (_, help_reply) = modem.wait_sent(2, caller)
+    assert help_reply["text"].startswith("Example Plumbing: call us on (212) 555-0100")

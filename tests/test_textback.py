@@ -218,7 +218,7 @@ async def test_start_opts_back_in_and_help_answers(config: Config, store: AsyncS
 
 async def test_loop_guard_mutes_an_auto_responder(config: Config, store: AsyncStore) -> None:
     inbox = Inbox(config, store, asyncio.Event(), "sim1")
-    for _ in range(7):
+    for _ in range(config.keywords.loop_guard_per_minute + 2):
         await inbox.handle(await inbound(store, "HELP"))
     replies = await outbox(store, q.KEYWORD)
     assert len(replies) == config.keywords.loop_guard_per_minute

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from callcatch.config import Config
@@ -30,6 +31,7 @@ _PUNCTUATION = re.compile(r"[^\w\s]+")
 MUTE_FOR = timedelta(hours=1)
 KEYWORD_EXPIRY = timedelta(hours=1)
 PARTS_WAIT = timedelta(hours=24)
+_OWNER_COMMAND = re.compile(r"^\s*(TAKE\s*OVER|TAKE|RELEASE)\s+(\+?[\d\s().-]{6,})\s*$", re.I)
 
 
 def keyword_of(body: str) -> str:
@@ -48,6 +50,10 @@ class Inbox:
         self.policy = Policy(config)
         self._lock = asyncio.Lock()
         self.tasks = TaskSet("inbox", log)
+        # The booking assistant, when there is one: (number, text) -> handled.
+        self.converse: Callable[[str, str], Awaitable[object]] | None = None
+        # The owner's TAKE/RELEASE commands: (number, owner holds it) -> done.
+        self.take_over: Callable[[str, bool], Awaitable[bool]] | None = None
 
     # -- from the modem: these return only once what came in is committed ---------------
 
@@ -217,7 +223,38 @@ class Inbox:
         if word in keywords.help_words:
             await self._reply(number, keywords.help_reply, now)
             return "help"
+        if number in self.config.owner.numbers:
+            return await self._owner_command(number, inbound.body, now)
+        if facts.opted_out:
+            return "opted out: no reply"
+        if self.converse is not None:
+            await self.converse(number, inbound.body)
+            return "answered by the assistant"
         return "kept for the conversation"
+
+    async def _owner_command(self, owner: str, body: str, now: datetime) -> str:
+        """``TAKE +12125550123``: the owner handles that caller, the assistant keeps quiet;
+        ``RELEASE +12125550123`` gives the conversation back."""
+        match = _OWNER_COMMAND.match(body)
+        if match is None or self.take_over is None:
+            return "from the owner: not a command"
+        command, raw = match.group(1).upper(), match.group(2)
+        number = classify(raw, self.config.business.country).e164
+        if number is None:
+            await self._reply(owner, f"callcatch: {raw} is not a phone number.", now)
+            return "owner command: bad number"
+        holds = command.startswith("TAKE")
+        done = await self.take_over(number, holds)
+        if not done:
+            answer = f"callcatch: no conversation with {number}."
+        elif holds:
+            answer = (
+                f"callcatch: {number} is yours; the assistant stays quiet until RELEASE {number}."
+            )
+        else:
+            answer = f"callcatch: the assistant answers {number} again."
+        await self._reply(owner, answer, now)
+        return f"owner command: {command.lower()}"
 
     async def _reply(self, number: str, template: str, now: datetime) -> None:
         await self.store.call(

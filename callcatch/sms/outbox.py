@@ -110,11 +110,13 @@ class OutboxWorker:
 
     async def _cancel_reason(self, text: q.Text) -> str | None:
         """Last look before the modem: things may have changed while the text waited."""
-        if text.kind not in (q.TEXTBACK,):
+        if text.kind not in (q.TEXTBACK, q.REPLY):
             return None
         facts = await self.store.call(q.facts, text.number, q.now_utc())
         if facts.opted_out:
             return "opted out"
+        if text.kind == q.REPLY:
+            return None
         return await self.store.call(q.answered_since, text.number, text.created_at)
 
     async def _failed(self, text: q.Text, exc: ModemError, refs: list[int]) -> None:

@@ -177,4 +177,59 @@ def _callbacks(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX callbacks_number ON callbacks (number, answered_at)")
 
 
-MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [_calls, _texts, _callbacks]
+def _bookings(db: sqlite_utils.Database) -> None:
+    """Visits booked from a conversation; a cancelled one keeps its row."""
+    db.execute(
+        """
+        CREATE TABLE bookings (
+            id INTEGER PRIMARY KEY,
+            number TEXT NOT NULL,
+            name TEXT NOT NULL DEFAULT '',
+            service TEXT NOT NULL DEFAULT '',
+            address TEXT NOT NULL DEFAULT '',
+            starts_at TEXT NOT NULL,
+            ends_at TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('booked', 'cancelled')),
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            conversation_id INTEGER,
+            notes TEXT NOT NULL DEFAULT ''
+        )
+        """
+    )
+    db.execute("CREATE INDEX bookings_starts_at ON bookings (starts_at)")
+    db.execute("CREATE INDEX bookings_number ON bookings (number, state)")
+
+
+def _conversations(db: sqlite_utils.Database) -> None:
+    """One booking conversation per caller at a time: state, slots, what was offered."""
+    db.execute(
+        """
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            number TEXT NOT NULL,
+            linkedid TEXT,
+            state TEXT NOT NULL,
+            slots TEXT NOT NULL DEFAULT '{}',
+            offered TEXT NOT NULL DEFAULT '[]',
+            asked TEXT NOT NULL DEFAULT '[]',
+            booking_id INTEGER,
+            owner_holds INTEGER NOT NULL DEFAULT 0,
+            alerted INTEGER NOT NULL DEFAULT 0,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            last_inbound_at TEXT,
+            summary_sent_at TEXT
+        )
+        """
+    )
+    db.execute("CREATE INDEX conversations_number ON conversations (number, state)")
+
+
+MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
+    _calls,
+    _texts,
+    _callbacks,
+    _bookings,
+    _conversations,
+]

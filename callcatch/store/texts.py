@@ -25,6 +25,7 @@ TEXTBACK = "textback"
 KEYWORD = "keyword"
 OWNER = "owner"
 TEST = "test"
+REPLY = "reply"
 
 QUEUED, SENDING, SENT, DELIVERED, FAILED = "queued", "sending", "sent", "delivered", "failed"
 

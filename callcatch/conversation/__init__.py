@@ -1,0 +1,1 @@
+"""The booking conversation: slot filling, the local model, guardrails."""

@@ -625,6 +625,10 @@ async def test_never_answered_command_times_out_and_the_modem_is_reset(
     sim: ModemSim, make: Any
 ) -> None:
     h = await make(command_timeout=0.5)
+    # The first health poll follows "ready" at once: let it finish, so the hang meets
+    # the AT+CMGS and not the poll.
+    await h.until(lambda: "AT+COPS?" in sim.commands)
+    await asyncio.sleep(0.1)
     sim.hang_next()
     pdu, length = submit()
     loop = asyncio.get_running_loop()

@@ -72,7 +72,7 @@ async def run(config: Config) -> None:
     textback = TextBack(config, store, wakeup)
     recorder.on_missed.append(textback.on_missed)
     model = ModelClient(config.conversation) if config.conversation.enabled else None
-    assistant = Assistant(config, store, model, _queuer(store, wakeup)) if model else None
+    assistant = Assistant(config, store, model, outbox_sender(store, wakeup)) if model else None
     if assistant is not None:
         parts["stalled conversations"] = _every(60.0, assistant.summarise_stalled)
     inboxes = []
@@ -145,7 +145,7 @@ def _saver(store: AsyncStore, name: str) -> Callable[[Any], Awaitable[None]]:
     return save
 
 
-def _queuer(
+def outbox_sender(
     store: AsyncStore, wakeup: asyncio.Event
 ) -> Callable[[str, str, str], Awaitable[None]]:
     """How the assistant sends: a reply to the caller, or a text to the owner."""

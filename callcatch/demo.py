@@ -29,6 +29,7 @@ from callcatch import config as configuration
 from callcatch.calls import CallRecord, Detection, Outcome
 from callcatch.conversation.machine import Assistant
 from callcatch.conversation.model import ModelClient
+from callcatch.daemon import outbox_sender
 from callcatch.recorder import Recorder
 from callcatch.sms import pdu
 from callcatch.sms.inbox import Inbox
@@ -145,19 +146,7 @@ async def run_demo(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(model.ready.wait(), MODEL_LOAD_WAIT)
 
-    async def send(kind: str, number: str, body: str) -> None:
-        now = q.now_utc()
-        await store.call(
-            q.queue,
-            kind=q.OWNER if kind == "owner" else q.REPLY,
-            number=number,
-            body=body,
-            now=now,
-            expires_at=now + timedelta(hours=2),
-        )
-        wakeup.set()
-
-    assistant = Assistant(config, store, model, send)
+    assistant = Assistant(config, store, model, outbox_sender(store, wakeup))
     inbox = Inbox(config, store, wakeup, "demo")
     inbox.converse = assistant.handle
     inbox.take_over = assistant.take_over

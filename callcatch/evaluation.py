@@ -247,6 +247,8 @@ def _patched(shared: _SharedModel, probe: _Probe) -> Iterator[None]:
             await super().handle(inbound)
             probe.latencies.append(time.perf_counter() - began)
 
+    # run_demo builds its own parts; until it takes them as arguments (the model, the inbox
+    # and assistant, whether to stop at the booking), the evaluation swaps them for the run.
     swaps: dict[str, object] = {
         "ModelClient": lambda config: shared,
         "Assistant": TimedAssistant,

@@ -785,7 +785,16 @@ def _emergency(s: _Section) -> EmergencyConfig:
         gas_keywords=tuple(
             k.lower()
             for k in s.texts(
-                "gas_keywords", ("smell gas", "smell of gas", "gas leak", "smells like gas")
+                "gas_keywords",
+                (
+                    "smell gas",
+                    "smell of gas",
+                    "gas leak",
+                    "smells like gas",
+                    "huele a gas",
+                    "olor a gas",
+                    "fuga de gas",
+                ),
             )
         ),
         gas_advice=s.text(

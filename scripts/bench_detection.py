@@ -288,6 +288,17 @@ def log_gaps(daemon: Daemon, store: StoreReader) -> None:
         )
 
 
+def stop_daemon(daemon: Daemon, notes: list[str]) -> bool:
+    """SIGTERM the daemon; True when it exited 0. What happened goes to ``notes``."""
+    try:
+        code = daemon.stop(signal.SIGTERM)
+    except AssertionError as exc:
+        code = -1
+        notes.append(str(exc))
+    notes.append(f"daemon stopped (SIGTERM), exit code {code}")
+    return code == 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=50, help="calls in part a (>= 1)")
@@ -332,13 +343,7 @@ def main() -> int:
         if store is not None:
             store.close()
         if daemon is not None and daemon.process is not None:
-            try:
-                code = daemon.stop(signal.SIGTERM)
-            except AssertionError as exc:
-                code = -1
-                notes.append(str(exc))
-            notes.append(f"daemon stopped (SIGTERM), exit code {code}")
-            ok &= code == 0
+            ok &= stop_daemon(daemon, notes)
         try:
             asterisk.stop()
             notes.append("Asterisk stopped")

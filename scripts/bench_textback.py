@@ -58,7 +58,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from bench_detection import fmt_ms, machine, percentile, summary, wait_phone  # noqa: E402
+from bench_detection import (  # noqa: E402
+    fmt_ms,
+    machine,
+    percentile,
+    stop_daemon,
+    summary,
+    wait_phone,
+)
 
 from tests.daemon import Daemon, write_config  # noqa: E402
 from tests.modem_process import SIM_PIN, ModemProcess  # noqa: E402
@@ -635,13 +642,7 @@ def main() -> int:
         if store is not None:
             store.close()
         if daemon is not None and daemon.process is not None:
-            try:
-                code = daemon.stop(signal.SIGTERM)
-            except AssertionError as exc:
-                code = -1
-                notes.append(str(exc))
-            notes.append(f"daemon stopped (SIGTERM), exit code {code}")
-            ok &= code == 0
+            ok &= stop_daemon(daemon, notes)
         if modem is not None:
             modem.stop()
             notes.append(f"modem simulator stopped, exit code {modem.process.returncode}")

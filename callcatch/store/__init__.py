@@ -29,6 +29,12 @@ class StoreError(Exception):
     """The database cannot be opened or migrated."""
 
 
+def as_dicts(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
+    """A query's rows as dicts keyed by column name."""
+    columns = [d[0] for d in cursor.description]
+    return [dict(zip(columns, row, strict=True)) for row in cursor]
+
+
 def iso(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat(timespec="milliseconds")
 
@@ -129,9 +135,7 @@ class Store:
         )
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        cursor = self.db.execute(sql, params)
-        columns = [d[0] for d in cursor.description]
-        return [dict(zip(columns, row, strict=True)) for row in cursor]
+        return as_dicts(self.db.execute(sql, params))
 
     def close(self) -> None:
         self.db.conn.close()

@@ -8,14 +8,13 @@ another process doing the same: a slot is never booked beyond its capacity. Time
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from callcatch.store import Store, iso
+from callcatch.store import Store, as_dicts, iso
 
 BOOKED, CANCELLED = "booked", "cancelled"
 
@@ -45,11 +44,6 @@ class Booking:
             state=row["state"],
             conversation_id=row["conversation_id"],
         )
-
-
-def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
 
 
 @contextmanager
@@ -157,7 +151,7 @@ def cancel(store: Store, booking_id: int, now: datetime) -> bool:
 
 
 def get(store: Store, booking_id: int) -> dict[str, Any] | None:
-    rows = _rows(store.db.execute("SELECT * FROM bookings WHERE id = ?", [booking_id]))
+    rows = as_dicts(store.db.execute("SELECT * FROM bookings WHERE id = ?", [booking_id]))
     return rows[0] if rows else None
 
 
@@ -169,7 +163,7 @@ def bookings(store: Store, since: datetime | None = None) -> list[dict[str, Any]
         cursor = store.db.execute(
             "SELECT * FROM bookings WHERE ends_at > ? ORDER BY starts_at, id", [iso(since)]
         )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
 def booking_for(store: Store, number: str, now: datetime | None = None) -> dict[str, Any] | None:
@@ -179,5 +173,5 @@ def booking_for(store: Store, number: str, now: datetime | None = None) -> dict[
     if now is not None:
         sql += " AND ends_at > ?"
         params.append(iso(now))
-    rows = _rows(store.db.execute(sql + " ORDER BY starts_at, id LIMIT 1", params))
+    rows = as_dicts(store.db.execute(sql + " ORDER BY starts_at, id LIMIT 1", params))
     return rows[0] if rows else None

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from callcatch.store import Store, iso
+from callcatch.store import Store, as_dicts, iso
 
 OPEN, OFFERED, BOOKED, OUT_OF_SCOPE, CLOSED = "open", "offered", "booked", "out-of-scope", "closed"
 ACTIVE = (OPEN, OFFERED, BOOKED, OUT_OF_SCOPE)
@@ -43,13 +43,8 @@ class Conversation:
         )
 
 
-def _rows(cursor: Any) -> list[dict[str, Any]]:
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
-
-
 def current(store: Store, number: str) -> Conversation | None:
-    rows = _rows(
+    rows = as_dicts(
         store.db.execute(
             "SELECT * FROM conversations WHERE number = ? AND state != ? ORDER BY id DESC LIMIT 1",
             [number, CLOSED],
@@ -102,7 +97,7 @@ def stalled(store: Store, now: datetime, minutes: float) -> list[dict[str, Any]]
         "AND last_inbound_at < ? AND summary_sent_at IS NULL AND owner_holds = 0",
         [OPEN, OFFERED, iso(now - timedelta(minutes=minutes))],
     )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
 def mark_summarised(store: Store, conversation_id: int, now: datetime) -> None:
@@ -125,7 +120,7 @@ def hold(store: Store, number: str, owner: bool, now: datetime) -> bool:
 
 def listing(store: Store, limit: int = 100) -> list[dict[str, Any]]:
     cursor = store.db.execute("SELECT * FROM conversations ORDER BY id DESC LIMIT ?", [limit])
-    rows = _rows(cursor)
+    rows = as_dicts(cursor)
     for row in rows:
         row["slots"] = json.loads(row["slots"])
         row["offered"] = json.loads(row["offered"])

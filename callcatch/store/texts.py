@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from callcatch.store import Store, iso
+from callcatch.store import Store, as_dicts, iso
 
 TEXTBACK = "textback"
 KEYWORD = "keyword"
@@ -53,11 +52,6 @@ class Text:
         )
 
 
-def _rows(cursor: sqlite3.Cursor) -> list[dict[str, Any]]:
-    columns = [d[0] for d in cursor.description]
-    return [dict(zip(columns, row, strict=True)) for row in cursor]
-
-
 # -- calls -------------------------------------------------------------------------------
 
 
@@ -69,7 +63,7 @@ def set_textback(store: Store, linkedid: str, state: str, reason: str = "") -> N
 
 
 def call(store: Store, linkedid: str) -> dict[str, Any] | None:
-    rows = _rows(store.db.execute("SELECT * FROM calls WHERE linkedid = ?", [linkedid]))
+    rows = as_dicts(store.db.execute("SELECT * FROM calls WHERE linkedid = ?", [linkedid]))
     return rows[0] if rows else None
 
 
@@ -80,7 +74,7 @@ def undecided_missed_calls(store: Store, since: datetime) -> list[dict[str, Any]
         "ORDER BY ended_at",
         [iso(since)],
     )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
 def answered_since(store: Store, number: str, since: datetime) -> str | None:
@@ -219,7 +213,7 @@ def claim(store: Store, modem: str, now: datetime) -> Text | None:
         "AND expires_at > ? ORDER BY not_before, id LIMIT 1) RETURNING *",
         [modem, iso(now), iso(now), iso(now)],
     )
-    rows = _rows(cursor)
+    rows = as_dicts(cursor)
     return Text.from_row(rows[0]) if rows else None
 
 
@@ -322,11 +316,11 @@ def outbox(store: Store, state: str | None = None, limit: int = 100) -> list[dic
     cursor = store.db.execute(
         f"SELECT * FROM outbox {where} ORDER BY id DESC LIMIT ?", [*params, limit]
     )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
 def text(store: Store, text_id: int) -> dict[str, Any] | None:
-    rows = _rows(store.db.execute("SELECT * FROM outbox WHERE id = ?", [text_id]))
+    rows = as_dicts(store.db.execute("SELECT * FROM outbox WHERE id = ?", [text_id]))
     return rows[0] if rows else None
 
 
@@ -412,7 +406,7 @@ def add_part(
                 modem,
             ],
         )
-        parts = _rows(
+        parts = as_dicts(
             db.execute(
                 "SELECT * FROM inbox_parts WHERE sender = ? AND reference = ? AND total = ? "
                 "ORDER BY seq",
@@ -433,7 +427,7 @@ def stale_parts(store: Store, older_than: datetime) -> list[dict[str, Any]]:
     db = store.db
     with db.conn:
         db.execute("BEGIN IMMEDIATE")
-        parts = _rows(
+        parts = as_dicts(
             db.execute(
                 "SELECT * FROM inbox_parts WHERE received_at < ? ORDER BY sender, reference, seq",
                 [iso(older_than)],
@@ -448,7 +442,7 @@ def mark_handled(store: Store, inbound_id: int, how: str) -> None:
 
 
 def unhandled_inbound(store: Store) -> list[Inbound]:
-    rows = _rows(store.db.execute("SELECT * FROM inbox WHERE handled IS NULL ORDER BY id"))
+    rows = as_dicts(store.db.execute("SELECT * FROM inbox WHERE handled IS NULL ORDER BY id"))
     return [
         Inbound(r["id"], r["sender"], r["sender_e164"], r["body"], bool(r["binary"])) for r in rows
     ]
@@ -510,7 +504,7 @@ def pending_owner_notices(store: Store) -> list[dict[str, Any]]:
         "SELECT n.id AS notice_id, n.created_at AS noticed_at, c.* FROM owner_notices n "
         "JOIN calls c ON c.linkedid = n.linkedid WHERE n.sent_in IS NULL ORDER BY n.id"
     )
-    return _rows(cursor)
+    return as_dicts(cursor)
 
 
 def queue_owner_summary(

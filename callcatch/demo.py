@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, time, timedelta
 from importlib import resources
 from pathlib import Path
+from time import perf_counter
 from typing import Any
 
 from gsmmodem.pdu import decodeSmsPdu
@@ -27,7 +28,7 @@ from gsmmodem.pdu import decodeSmsPdu
 from callcatch import booking
 from callcatch import config as configuration
 from callcatch.calls import CallRecord, Detection, Outcome
-from callcatch.conversation.machine import Assistant
+from callcatch.conversation.machine import Assistant, Turn
 from callcatch.conversation.model import ModelClient
 from callcatch.daemon import outbox_sender
 from callcatch.recorder import Recorder
@@ -130,26 +131,44 @@ async def run_demo(
     *,
     echo: bool = True,
     turn_timeout: float = 60.0,
+    model: ModelClient | None = None,
+    until_booked: bool = True,
 ) -> dict[str, Any]:
-    """Fire one missed call, then feed the caller's ``messages`` until the job is booked
-    (and the owner told) or they run out. Returns the transcript as data."""
+    """Fire one missed call, then feed the caller's ``messages`` until they run out, or,
+    with ``until_booked``, until the job is booked and the owner told. Returns the
+    transcript as data, with each caller text's handling time under ``turns``.
+
+    ``model``: a started client to use (and leave running), as when one worker serves many
+    runs; by default the demo starts its own on the configured model and stops it after.
+    """
     store = AsyncStore(Store(config.store.path, config.business.country))
     transcript = Transcript(echo=echo)
     wakeup = asyncio.Event()
     stopping = asyncio.Event()
     modem = DemoModem(transcript, config.owner.numbers)
-    model = ModelClient(config.conversation)
-    await model.start()
-    model_path = config.conversation.model_path
-    if model_path is not None and await asyncio.to_thread(model_path.exists):
-        # The demo shows the model at work: give it its load time before the first text.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(model.ready.wait(), MODEL_LOAD_WAIT)
+    own_model = model is None
+    if model is None:
+        model = ModelClient(config.conversation)
+        await model.start()
+        model_path = config.conversation.model_path
+        if model_path is not None and await asyncio.to_thread(model_path.exists):
+            # The demo shows the model at work: give it its load time before the first text.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(model.ready.wait(), MODEL_LOAD_WAIT)
 
     assistant = Assistant(config, store, model, outbox_sender(store, wakeup))
     inbox = Inbox(config, store, wakeup, "demo")
-    inbox.converse = assistant.handle
+    answered: list[Turn] = []
+
+    async def converse(number: str, text: str) -> Turn:
+        turn = await assistant.handle(number, text)
+        answered.append(turn)
+        return turn
+
+    inbox.converse = converse
     inbox.take_over = assistant.take_over
+    inbox.opted_out = assistant.opted_out
+    turns: list[dict[str, Any]] = []
     textback = TextBack(config, store, wakeup)
     recorder = Recorder(store)
     recorder.on_missed.append(textback.on_missed)
@@ -179,7 +198,8 @@ async def run_demo(
         await _settle(store)
         while True:
             booked = await store.call(cq.current, DEMO_CALLER)
-            if booked is not None and booked.state == cq.BOOKED and transcript.owner:
+            done = booked is not None and booked.state == cq.BOOKED and transcript.owner
+            if until_booked and done:
                 break
             message = messages()
             if message is None:
@@ -187,9 +207,20 @@ async def run_demo(
             if not message.strip():
                 continue
             transcript.add("caller", message)
+            before = len(answered)
+            began = perf_counter()
             for part in pdu.encode_deliver(DEMO_CALLER, message, sent_at=datetime.now(UTC)):
                 await inbox.on_sms(part)
             await asyncio.wait_for(inbox.tasks.drain(), turn_timeout)
+            seconds = perf_counter() - began
+            turn = answered[-1] if len(answered) > before else None
+            turns.append(
+                {
+                    "seconds": round(seconds, 4),
+                    "assistant": turn is not None,
+                    "model_used": bool(turn and turn.model_used),
+                }
+            )
             await _settle(store)
         conversation = await store.call(cq.current, DEMO_CALLER)
         bookings = [b for b in await store.call(booking.bookings) if b["number"] == DEMO_CALLER]
@@ -199,12 +230,14 @@ async def run_demo(
             "state": conversation.state if conversation else None,
             "booking": bookings[0] if bookings else None,
             "owner_texts": transcript.owner,
+            "turns": turns,
         }
     finally:
         stopping.set()
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task
-        await model.stop()
+        if own_model:
+            await model.stop()
         store.close()
 
 

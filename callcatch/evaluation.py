@@ -18,10 +18,8 @@ out against the dialogue's ``[expect]`` table:
 * STOP honoured: after a STOP, no shop text except the one confirmation;
 * turns to booking, and reply latency (the inbox's handling of one text, model included).
 
-Four names in :mod:`callcatch.demo` are swapped for the run and restored after it: the
-model client (one worker serves every dialogue, as in the daemon), the assistant and the
-inbox (timed), and the transcript (so that texts after a booking, such as "can you do
-earlier?" or "cancel my booking", are still played: ``run_demo`` alone stops once booked).
+One model worker serves every dialogue, as in the daemon, and each script is played to
+its end, texts after a booking included.
 """
 
 from __future__ import annotations
@@ -38,7 +36,7 @@ import shutil
 import statistics
 import time
 import tomllib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -49,13 +47,11 @@ from callcatch import booking as bk
 from callcatch import demo
 from callcatch.config import Config
 from callcatch.conversation import guard
-from callcatch.conversation.machine import Assistant, Turn
 from callcatch.conversation.model import ModelClient
 from callcatch.conversation.worker import SYSTEM_PROMPT
 from callcatch.policy import Policy
-from callcatch.sms.inbox import Inbox, keyword_of
+from callcatch.sms.inbox import keyword_of
 from callcatch.store import Store
-from callcatch.store import texts as q
 
 MODEL_READY_WAIT = 180.0
 TARGET_BOOKINGS = 0.85
@@ -195,76 +191,6 @@ class Outcome:
 # -- running ------------------------------------------------------------------------------
 
 
-class _SharedModel:
-    """What ``run_demo`` sees as its model client: one long-lived worker for every dialogue
-    (as in the daemon), which run_demo's start and stop leave running."""
-
-    def __init__(self, client: ModelClient) -> None:
-        self.client = client
-        self.ready = client.ready
-
-    async def start(self) -> None:
-        return None
-
-    async def stop(self) -> None:
-        return None
-
-    async def extract(self, text: str, context: dict[str, Any]) -> dict[str, Any] | None:
-        return await self.client.extract(text, context)
-
-
-class _Owners(list[str]):
-    """The owner's texts; never "true" to run_demo, so that it plays the whole script
-    instead of stopping at the booking."""
-
-    def __bool__(self) -> bool:
-        return False
-
-
-@dataclass
-class _Transcript(demo.Transcript):
-    def __post_init__(self) -> None:
-        self.owner = _Owners()
-
-
-@dataclass
-class _Probe:
-    latencies: list[float] = field(default_factory=list)
-    turns: list[Turn] = field(default_factory=list)
-
-
-@contextlib.contextmanager
-def _patched(shared: _SharedModel, probe: _Probe) -> Iterator[None]:
-    class TimedAssistant(Assistant):
-        async def handle(self, number: str, text: str, now: datetime | None = None) -> Turn:
-            turn = await super().handle(number, text, now)
-            probe.turns.append(turn)
-            return turn
-
-    class TimedInbox(Inbox):
-        async def handle(self, inbound: q.Inbound) -> None:
-            began = time.perf_counter()
-            await super().handle(inbound)
-            probe.latencies.append(time.perf_counter() - began)
-
-    # run_demo builds its own parts; until it takes them as arguments (the model, the inbox
-    # and assistant, whether to stop at the booking), the evaluation swaps them for the run.
-    swaps: dict[str, object] = {
-        "ModelClient": lambda config: shared,
-        "Assistant": TimedAssistant,
-        "Inbox": TimedInbox,
-        "Transcript": _Transcript,
-    }
-    saved = {name: getattr(demo, name) for name in swaps}
-    try:
-        for name, value in swaps.items():
-            setattr(demo, name, value)
-        yield
-    finally:
-        for name, value in saved.items():
-            setattr(demo, name, value)
-
-
 def _seed_other_customer(config: Config, now: datetime) -> str:
     """Book another customer three days on at 10:00; return that slot's label."""
     zone = ZoneInfo(config.business.timezone)
@@ -296,7 +222,7 @@ def _caller_bookings(config: Config) -> list[dict[str, Any]]:
 
 
 async def _play(
-    dialogue: Dialogue, model_path: Path, data_dir: Path, shared: _SharedModel
+    dialogue: Dialogue, model_path: Path, data_dir: Path, model: ModelClient
 ) -> Outcome:
     folder = data_dir / re.sub(r"[^\w.-]+", "_", dialogue.name)
     shutil.rmtree(folder, ignore_errors=True)
@@ -316,10 +242,9 @@ async def _play(
         marks.append(time.perf_counter())
         return script.pop(0) if script else None
 
-    probe = _Probe()
     try:
-        with _patched(shared, probe):
-            result = await demo.run_demo(config, read, echo=False)
+        # The whole script is played, texts after a booking included ("can you do earlier?").
+        result = await demo.run_demo(config, read, echo=False, model=model, until_booked=False)
     except Exception as exc:  # one broken dialogue must not lose the others
         outcome.error = f"{type(exc).__name__}: {exc}"
         outcome.problems.append(f"run failed: {outcome.error}")
@@ -329,10 +254,11 @@ async def _play(
     outcome.slots = dict(result["slots"] or {})
     outcome.state = result["state"]
     outcome.bookings = _caller_bookings(config)
-    outcome.latencies = probe.latencies
+    turns = result["turns"]
+    outcome.latencies = [t["seconds"] for t in turns]
     outcome.turn_seconds = [b - a for a, b in _pairs(marks)]
-    outcome.assistant_turns = len(probe.turns)
-    outcome.model_turns = sum(1 for t in probe.turns if t.model_used)
+    outcome.assistant_turns = sum(1 for t in turns if t["assistant"])
+    outcome.model_turns = sum(1 for t in turns if t["model_used"])
     _score(outcome, config, began, ended, taken)
     return outcome
 
@@ -359,9 +285,8 @@ async def _evaluate(
                 await asyncio.wait_for(client.ready.wait(), MODEL_READY_WAIT)
         report.model_ready = client.ready.is_set()
         report.model_load_seconds = time.perf_counter() - began
-        shared = _SharedModel(client)
         for dialogue in dialogues:
-            outcome = await _play(dialogue, model_path, data_dir, shared)
+            outcome = await _play(dialogue, model_path, data_dir, client)
             report.outcomes.append(outcome)
             if progress is not None:
                 progress(outcome)

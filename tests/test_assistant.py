@@ -3,6 +3,7 @@ exactly what a customer gets when the model is missing, crashed or too slow)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,7 +15,10 @@ from callcatch.config import Config, load
 from callcatch.conversation.guard import check
 from callcatch.conversation.machine import Assistant, Turn
 from callcatch.demo import demo_config
+from callcatch.sms.inbox import Inbox
 from callcatch.store import AsyncStore, Store
+from callcatch.store import conversations as cq
+from callcatch.store import texts as q
 
 CALLER = "+12125550147"
 OTHER = "+12125550148"
@@ -161,12 +165,92 @@ async def test_the_owner_takes_over_and_the_assistant_stays_quiet(
     assert back.reply is not None
 
 
+async def test_cancel_before_booking_closes_the_conversation(
+    assistant: tuple[Assistant, list[tuple[str, str, str]]],
+) -> None:
+    bot, sent = assistant
+    (offer,) = await talk(bot, "blocked drain, Brooklyn 11201, tomorrow morning, I'm Al")
+    assert offer.state == "offered"
+    (cancel,) = await talk(bot, "actually cancel that, sorted it myself")
+    assert cancel.state == "closed" and cancel.booked is None
+    assert cancel.reply == "OK, no visit booked. Text us here any time you need us."
+    owner = [body for kind, _, body in sent if kind == "owner"]
+    assert owner[-1].startswith("Cancelled before booking: +12125550147, Al")
+
+
+async def opt_out(bot: Assistant, config: Config, body: str) -> list[dict[str, object]]:
+    """``body`` through the inbox, wired as the daemon wires it; the keyword replies."""
+    inbox = Inbox(config, bot.store, asyncio.Event(), "sim1")
+    inbox.converse = bot.handle
+    inbox.opted_out = bot.opted_out
+    now = datetime.now(UTC)
+    message = await bot.store.call(
+        q.add_inbound, sender=CALLER, sender_e164=CALLER, body=body, binary=False, parts=1,
+        sent_at=now, modem="sim1", now=now,
+    )  # fmt: skip
+    assert message is not None
+    await inbox.handle(message)
+    return [r for r in await bot.store.call(q.outbox) if r["kind"] == q.KEYWORD]
+
+
+async def test_a_bare_cancel_after_booking_opts_out_keeps_the_visit_and_says_so(
+    assistant: tuple[Assistant, list[tuple[str, str, str]]], config: Config
+) -> None:
+    bot, sent = assistant
+    await talk(bot, "blocked drain", "Brooklyn 11201", "tomorrow morning", "Al", "1")
+    (confirmation,) = await opt_out(bot, config, "CANCEL")
+    assert str(confirmation["body"]).startswith("You're unsubscribed from Example Plumbing")
+    assert str(confirmation["body"]).endswith(
+        "Your visit Fri 4 Dec 08:00-10:00 still stands; to change it, call (212) 555-0100."
+    )
+    owner = [body for kind, _, body in sent if kind == "owner"]
+    assert owner[-1] == (
+        "Opted out of texts, booking kept: call to confirm: +12125550147, Al, "
+        "Blocked drain or toilet, routine, Brooklyn, Fri 4 Dec 08:00-10:00"
+    )
+    store = bot.store.store
+    (visit,) = booking.bookings(store)
+    assert visit["state"] == "booked"
+    assert store.db.execute("SELECT state FROM conversations").fetchone()[0] == cq.CLOSED
+    (quiet,) = await opt_out(bot, config, "hello?")  # opted out: the assistant stays silent
+    assert quiet["id"] == confirmation["id"]
+
+
+async def test_stop_before_booking_ends_the_conversation_and_tells_the_owner(
+    assistant: tuple[Assistant, list[tuple[str, str, str]]], config: Config
+) -> None:
+    bot, sent = assistant
+    await talk(bot, "leaking pipe", "Queens 11375")
+    (confirmation,) = await opt_out(bot, config, "stop")
+    assert "still stands" not in str(confirmation["body"])
+    owner = [body for kind, _, body in sent if kind == "owner"]
+    assert owner[-1].startswith("Opted out of texts: +12125550147, Leak or burst pipe")
+    assert await bot.store.call(cq.current, CALLER) is None
+
+
 def test_guard_catches_invented_prices_times_and_long_replies() -> None:
     assert not check("It costs $80", allowed_text=[]).ok
     assert not check("We can come at 14:00", allowed_text=["Fri 4 Dec 08:00-10:00"]).ok
     assert not check("See you Monday", allowed_text=["Fri 4 Dec 08:00-10:00"]).ok
     assert not check("x" * 400, allowed_text=[]).ok
     assert check("We can come Fri 4 Dec 08:00-10:00", allowed_text=["Fri 4 Dec 08:00-10:00"]).ok
+
+
+@pytest.mark.parametrize(
+    ("message", "service"),
+    [
+        ("tengo una fuga en la cocina", "Leak or burst pipe"),
+        ("el inodoro está tapado", "Blocked drain or toilet"),
+        ("no tengo agua caliente", "Water heater or boiler"),
+    ],
+)
+async def test_the_shipped_catalogue_understands_spanish(
+    assistant: tuple[Assistant, list[tuple[str, str, str]]], message: str, service: str
+) -> None:
+    bot, _ = assistant
+    (turn,) = await talk(bot, message)
+    assert turn.slots["service"] == service
+    assert turn.reply == "What's the address of the job?"
 
 
 def test_the_demo_profile_loads(config: Config) -> None:

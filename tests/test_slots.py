@@ -193,6 +193,13 @@ HELD_OUT: list[tuple[str, dict[str, Any]]] = [
     ("fuga de agua en la cocina, urgente", {"urgency": U}),
     ("el lunes por la mañana", {"urgency": R, "time": "Mon 14 08:00-Mon 14 12:00"}),
     ("can you come today after lunch", {"urgency": U, "time": "Tue 08 13:00-Tue 08 17:00"}),
+    # signed at the end
+    ("sink blocked. Joe here", {"service": DRAIN, "name": "Joe"}),
+    (
+        "blocked toilet, 8 Grand St Manhattan, Joe here",
+        {"service": DRAIN, "address": "8 Grand St", "place": "Manhattan", "name": "Joe"},
+    ),
+    ("the plumber was here, all good", {}),
 ]
 
 # Honest misses of the deterministic rules (the model may fill some of them in).

@@ -111,6 +111,32 @@ class Assistant:
         )
         return self._turn(conversation, reply, booked, alert, model_used)
 
+    async def opted_out(self, number: str) -> str | None:
+        """The number just opted out of texts (STOP, or a bare CANCEL): its conversation
+        ends and the owner is told. A booking stays as it is (an opt-out is about texts,
+        and a bare CANCEL may or may not mean the visit); the returned line, added to the
+        opt-out confirmation, says so, and the owner's text asks them to check by phone."""
+        now = q.now_utc()
+        conversation = await self.store.call(cq.current, number)
+        if conversation is None or conversation.state == cq.OUT_OF_SCOPE:
+            return None  # none, or the owner was already told why it went nowhere
+        booked = None
+        if conversation.booking_id is not None:
+            current = await self.store.call(bk.booking_by_id, conversation.booking_id)
+            if current is not None and current.get("state") == "booked":
+                starts = datetime.fromisoformat(str(current["starts_at"]))
+                booked = bk.slot_at(self.config, starts).label(self.zone)
+        conversation.state = cq.CLOSED
+        conversation.offered = []
+        await self.store.call(cq.save, conversation, now, False)
+        if booked is None:
+            await self._tell_owner(self._summary("Opted out of texts", conversation, None))
+            return None
+        headline = "Opted out of texts, booking kept: call to confirm"
+        await self._tell_owner(self._summary(headline, conversation, booked))
+        phone = self.config.business.phone
+        return f"Your visit {booked} still stands; to change it, call {phone}."
+
     async def take_over(self, number: str, owner: bool) -> bool:
         return await self.store.call(cq.hold, number, owner, q.now_utc())
 
@@ -190,6 +216,15 @@ class Assistant:
             chosen = _choice(text, len(conversation.offered))
             if chosen is not None:
                 return await self._book(conversation, conversation.offered[chosen - 1], now)
+        if _CANCEL.search(text):
+            # "cancel, sorted it myself": nothing is booked, so there is nothing to undo.
+            conversation.state = cq.CLOSED
+            conversation.offered = []
+            return (
+                "OK, no visit booked. Text us here any time you need us.",
+                None,
+                self._summary("Cancelled before booking", conversation, None),
+            )
         if found.out_of_area and not conversation.slots.get("area"):
             return self._not_covered(conversation, found.out_of_area)
         missing = self._next_question(conversation)

@@ -310,6 +310,8 @@ _NAME_CUES = [
     (re.compile(rf"\b(?i:it's|its)\s+{_NAME}\s*(?:[,.!]|$)"), False),
     (re.compile(rf"(?<![\w'])(?i:i'm|im|i\s+am)\s+{_NAME}"), False),
     (re.compile(rf"^\s*(?:(?i:hi|hello|hey),?\s+)?{_NAME}\s+(?i:here)\b"), False),
+    # A text signed at the end: "blocked toilet, 8 Grand St, Joe here".
+    (re.compile(rf"[,.;!]\s*{_NAME}\s+(?i:here)\s*[.!]*\s*$"), False),
     (re.compile(rf"(?:^|\s)[-\u2013\u2014~]+\s*{_NAME}\s*[.!]*\s*$"), False),
     (
         re.compile(rf"\b(?i:thanks|thank\s+you|thx|cheers|regards),?\s+{_NAME}\s*[.!]*\s*$"),

@@ -54,6 +54,8 @@ class Inbox:
         self.converse: Callable[[str, str], Awaitable[object]] | None = None
         # The owner's TAKE/RELEASE commands: (number, owner holds it) -> done.
         self.take_over: Callable[[str, bool], Awaitable[bool]] | None = None
+        # The assistant, told of an opt-out: number -> a line for the confirmation, or None.
+        self.opted_out: Callable[[str], Awaitable[str | None]] | None = None
 
     # -- from the modem: these return only once what came in is committed ---------------
 
@@ -210,8 +212,11 @@ class Inbox:
                 masked(number),
                 cancelled,
             )
+            note = None
+            if self.opted_out is not None and not facts.opted_out:
+                note = await self.opted_out(number)
             if not facts.opted_out and not (looping or facts.muted):
-                await self._reply(number, keywords.stop_reply, now)
+                await self._reply(number, keywords.stop_reply, now, note)
             return "stop"
         if looping or facts.muted:
             return "muted"
@@ -256,12 +261,15 @@ class Inbox:
         await self._reply(owner, answer, now)
         return f"owner command: {command.lower()}"
 
-    async def _reply(self, number: str, template: str, now: datetime) -> None:
+    async def _reply(
+        self, number: str, template: str, now: datetime, note: str | None = None
+    ) -> None:
+        body = self.policy.fill(template, now)
         await self.store.call(
             q.queue,
             kind=q.KEYWORD,
             number=number,
-            body=self.policy.fill(template, now),
+            body=f"{body} {note}" if note else body,
             now=now,
             expires_at=now + KEYWORD_EXPIRY,
         )

@@ -8,6 +8,7 @@ the environment; the environment wins, then the file, then the inline value.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tomllib
@@ -99,6 +100,7 @@ class OwnerConfig:
     numbers: tuple[str, ...]
     notify: bool
     batch_seconds: float
+    daily_digest: time | None  # local time of the day's summary text; None: no digest
 
 
 @dataclass(frozen=True)
@@ -210,7 +212,6 @@ class ConversationConfig:
     threads: int
     reply_timeout: float
     stall_minutes: float
-    daily_digest: str
 
 
 @dataclass(frozen=True)
@@ -694,9 +695,21 @@ def _owner(s: _Section, business: BusinessConfig) -> OwnerConfig:
         numbers=_e164s(s, "numbers", business.country),
         notify=s.flag("notify", True),
         batch_seconds=s.number("batch_seconds", 60.0, low=0, high=3600),
+        daily_digest=_time_of_day(s, "daily_digest"),
     )
     s.reject_unknown()
     return config
+
+
+def _time_of_day(s: _Section, name: str) -> time | None:
+    """ "18:00" -> 18:00; "" -> None."""
+    value = s.text(name, "").strip()
+    if not value:
+        return None
+    if re.fullmatch(r"\d\d:\d\d", value):
+        with contextlib.suppress(ValueError):
+            return time.fromisoformat(value)
+    raise s.error(name, f'expected a time like "18:00" or "", got {value!r}')
 
 
 def _words(s: _Section, name: str, default: tuple[str, ...]) -> frozenset[str]:
@@ -826,9 +839,6 @@ def _booking(s: _Section) -> BookingConfig:
 
 
 def _conversation(s: _Section) -> ConversationConfig:
-    digest = s.text("daily_digest", "")
-    if digest and not re.match(r"^\d{2}:\d{2}$", digest):
-        raise s.error("daily_digest", f'expected a time like "18:00" or "", got {digest!r}')
     config = ConversationConfig(
         enabled=s.flag("enabled", True),
         model_path=s.path("model_path", None),
@@ -836,7 +846,6 @@ def _conversation(s: _Section) -> ConversationConfig:
         threads=int(s.number("threads", 2, low=1, high=256, integer=True)),
         reply_timeout=s.number("reply_timeout", 5.0, low=0.1, high=120),
         stall_minutes=s.number("stall_minutes", 60.0, low=1, high=24 * 60),
-        daily_digest=digest,
     )
     s.reject_unknown()
     return config

@@ -19,7 +19,7 @@ from typing import Any
 from callcatch.config import Config
 from callcatch.conversation.machine import Assistant
 from callcatch.conversation.model import ModelClient
-from callcatch.owner import OwnerNotifier
+from callcatch.owner import DailyDigest, OwnerNotifier
 from callcatch.pbx.ami import AmiWatcher
 from callcatch.pbx.ari import AriApp
 from callcatch.pbx.cdr import Backfill
@@ -81,6 +81,7 @@ async def run(config: Config) -> None:
         if assistant is not None:
             inbox.converse = assistant.handle
             inbox.take_over = assistant.take_over
+            inbox.opted_out = assistant.opted_out
         modem = Modem(
             modem_config,
             on_sms=inbox.on_sms,
@@ -96,6 +97,8 @@ async def run(config: Config) -> None:
         log.warning("no [[modem]] configured: text-backs wait in the outbox")
     if config.owner.notify and config.owner.numbers:
         parts["owner notifier"] = OwnerNotifier(config, store, wakeup).run
+    if config.owner.daily_digest is not None and config.owner.numbers:
+        parts["daily digest"] = _every(60.0, DailyDigest(config, store, wakeup).send_if_due)
 
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -58,7 +58,6 @@ async def extraction(model: Path, threads: int, requests: int) -> None:
         threads=threads,
         reply_timeout=60.0,
         stall_minutes=60.0,
-        daily_digest="",
     )
     cold = ModelClient(config, warmup=False)
     began = time.perf_counter()

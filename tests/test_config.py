@@ -385,6 +385,9 @@ def test_resolve_path_prefers_cli_then_environment_then_default(
         ({("lines", "trunks"): '[""]'}, "lines.trunks"),
         ({("cdr", "lookback_hours"): "-1"}, "cdr.lookback_hours"),
         ({("log", "show_numbers"): '"yes"'}, "log.show_numbers"),
+        ({("owner", "daily_digest"): '"25:00"'}, "owner.daily_digest"),
+        ({("owner", "daily_digest"): '"6pm"'}, "owner.daily_digest"),
+        ({("owner", "daily_digest"): "18"}, "owner.daily_digest"),
     ],
 )
 def test_more_errors_name_their_key(tmp_path: Path, edits: Edits, key: str) -> None:

@@ -43,7 +43,6 @@ CONFIG = ConversationConfig(
     threads=2,
     reply_timeout=60.0,  # generous: a slow CI box must not turn into a failure
     stall_minutes=60.0,
-    daily_digest="",
 )
 
 

@@ -226,10 +226,20 @@ def _conversations(db: sqlite_utils.Database) -> None:
     db.execute("CREATE INDEX conversations_number ON conversations (number, state)")
 
 
+def _digests(db: sqlite_utils.Database) -> None:
+    """At most one daily digest per owner number and day, whatever restarts: the digest's
+    outbox row carries the day as its key."""
+    db.execute(
+        "CREATE UNIQUE INDEX outbox_one_digest ON outbox (number, linkedid) "
+        "WHERE kind = 'owner' AND linkedid IS NOT NULL"
+    )
+
+
 MIGRATIONS: list[Callable[[sqlite_utils.Database], None]] = [
     _calls,
     _texts,
     _callbacks,
     _bookings,
     _conversations,
+    _digests,
 ]

@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -178,14 +179,18 @@ async def test_cancel_before_booking_closes_the_conversation(
     assert owner[-1].startswith("Cancelled before booking: +12125550147, Al")
 
 
-async def opt_out(bot: Assistant, config: Config, body: str) -> list[dict[str, object]]:
-    """``body`` through the inbox, wired as the daemon wires it; the keyword replies."""
+async def via_inbox(
+    bot: Assistant, config: Config, body: str, sender: str = CALLER
+) -> list[dict[str, object]]:
+    """``body`` from ``sender`` through the inbox, wired as the daemon wires it; returns
+    the keyword replies and owner-command answers queued so far, newest first."""
     inbox = Inbox(config, bot.store, asyncio.Event(), "sim1")
     inbox.converse = bot.handle
+    inbox.take_over = bot.take_over
     inbox.opted_out = bot.opted_out
     now = datetime.now(UTC)
     message = await bot.store.call(
-        q.add_inbound, sender=CALLER, sender_e164=CALLER, body=body, binary=False, parts=1,
+        q.add_inbound, sender=sender, sender_e164=sender, body=body, binary=False, parts=1,
         sent_at=now, modem="sim1", now=now,
     )  # fmt: skip
     assert message is not None
@@ -198,7 +203,7 @@ async def test_a_bare_cancel_after_booking_opts_out_keeps_the_visit_and_says_so(
 ) -> None:
     bot, sent = assistant
     await talk(bot, "blocked drain", "Brooklyn 11201", "tomorrow morning", "Al", "1")
-    (confirmation,) = await opt_out(bot, config, "CANCEL")
+    (confirmation,) = await via_inbox(bot, config, "CANCEL")
     assert str(confirmation["body"]).startswith("You're unsubscribed from Example Plumbing")
     assert str(confirmation["body"]).endswith(
         "Your visit Fri 4 Dec 08:00-10:00 still stands; to change it, call (212) 555-0100."
@@ -212,7 +217,7 @@ async def test_a_bare_cancel_after_booking_opts_out_keeps_the_visit_and_says_so(
     (visit,) = booking.bookings(store)
     assert visit["state"] == "booked"
     assert store.db.execute("SELECT state FROM conversations").fetchone()[0] == cq.CLOSED
-    (quiet,) = await opt_out(bot, config, "hello?")  # opted out: the assistant stays silent
+    (quiet,) = await via_inbox(bot, config, "hello?")  # opted out: the assistant stays silent
     assert quiet["id"] == confirmation["id"]
 
 
@@ -221,11 +226,86 @@ async def test_stop_before_booking_ends_the_conversation_and_tells_the_owner(
 ) -> None:
     bot, sent = assistant
     await talk(bot, "leaking pipe", "Queens 11375")
-    (confirmation,) = await opt_out(bot, config, "stop")
+    (confirmation,) = await via_inbox(bot, config, "stop")
     assert "still stands" not in str(confirmation["body"])
     owner = [body for kind, _, body in sent if kind == "owner"]
     assert owner[-1].startswith("Opted out of texts: +12125550147, Leak or burst pipe")
     assert await bot.store.call(cq.current, CALLER) is None
+
+
+class SlowModel:
+    """Answers nothing, slowly, and counts how many requests were in flight at once."""
+
+    def __init__(self) -> None:
+        self.busy = 0
+        self.most = 0
+
+    async def extract(self, text: str, context: dict[str, Any]) -> dict[str, Any] | None:
+        self.busy += 1
+        self.most = max(self.most, self.busy)
+        await asyncio.sleep(0.2)
+        self.busy -= 1
+        return None
+
+
+@pytest.mark.parametrize(("senders", "at_once"), [((CALLER, OTHER), 2), ((CALLER, CALLER), 1)])
+async def test_callers_are_answered_side_by_side_and_each_in_order(
+    config: Config, senders: tuple[str, str], at_once: int
+) -> None:
+    store = AsyncStore(Store(config.store.path, "US"))
+    model = SlowModel()
+    replies: list[tuple[str, str]] = []
+
+    async def send(kind: str, number: str, body: str) -> None:
+        replies.append((number, body))
+
+    bot = Assistant(config, store, model, send)
+    inbox = Inbox(config, store, asyncio.Event(), "sim1")
+    inbox.converse = bot.handle
+    try:
+        now = datetime.now(UTC)
+        for i, (sender, body) in enumerate(
+            zip(senders, ("blocked drain", "Brooklyn 11201"), strict=True)
+        ):
+            message = await store.call(
+                q.add_inbound, sender=sender, sender_e164=sender, body=body, binary=False,
+                parts=1, sent_at=now.replace(microsecond=i), modem="sim1", now=now,
+            )  # fmt: skip
+            assert message is not None
+            inbox.tasks.spawn(inbox.handle(message))
+        await inbox.tasks.drain()
+    finally:
+        store.close()
+    assert model.most == at_once
+    assert len(replies) == 2
+    if at_once == 1:  # one caller's texts in the order they came
+        assert [body for _, body in replies] == [
+            "What's the address of the job?",
+            "When would suit you? For example: tomorrow morning, or as soon as possible.",
+        ]
+
+
+async def test_the_owner_takes_over_and_releases_by_sms(
+    assistant: tuple[Assistant, list[tuple[str, str, str]]], config: Config
+) -> None:
+    bot, _ = assistant
+    owner = config.owner.numbers[0]
+    await talk(bot, "blocked drain")
+    answers = await via_inbox(bot, config, "take +1 (212) 555-0147", sender=owner)
+    assert answers[0]["number"] == owner
+    assert answers[0]["body"] == (
+        "callcatch: +12125550147 is yours; the assistant stays quiet until RELEASE +12125550147."
+    )
+    (quiet,) = await talk(bot, "hello?")
+    assert quiet.reply is None
+    answers = await via_inbox(bot, config, "RELEASE +12125550147", sender=owner)
+    assert answers[0]["body"] == "callcatch: the assistant answers +12125550147 again."
+    (back,) = await talk(bot, "Brooklyn")
+    assert back.reply is not None
+    answers = await via_inbox(bot, config, f"TAKE {owner}", sender=owner)
+    assert answers[0]["body"] == f"callcatch: {owner} is an owner's number."
+    answers = await via_inbox(bot, config, "RELEASE +12125550999", sender=owner)
+    assert answers[0]["body"] == "callcatch: no conversation with +12125550999."
 
 
 def test_guard_catches_invented_prices_times_and_long_replies() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import weakref
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
@@ -48,7 +49,10 @@ class Inbox:
         self.wakeup = wakeup
         self.modem_name = modem_name
         self.policy = Policy(config)
-        self._lock = asyncio.Lock()
+        # One text at a time per number (its conversation is read, changed and saved in
+        # order); different callers are handled side by side, so that one caller's slow
+        # model answer never delays another's reply beyond ``reply_timeout``.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
         self.tasks = TaskSet("inbox", log)
         # The booking assistant, when there is one: (number, text) -> handled.
         self.converse: Callable[[str, str], Awaitable[object]] | None = None
@@ -179,9 +183,15 @@ class Inbox:
             await self.handle(inbound)
 
     async def handle(self, inbound: q.Inbound) -> None:
-        async with self._lock:
+        async with self._lock_for(inbound.sender_e164 or inbound.sender):
             how = await self._handle(inbound)
             await self.store.call(q.mark_handled, inbound.id, how)
+
+    def _lock_for(self, number: str) -> asyncio.Lock:
+        lock = self._locks.get(number)
+        if lock is None:
+            lock = self._locks[number] = asyncio.Lock()
+        return lock
 
     async def _handle(self, inbound: q.Inbound) -> str:
         number = inbound.sender_e164
@@ -248,8 +258,12 @@ class Inbox:
         if number is None:
             await self._reply(owner, f"callcatch: {raw} is not a phone number.", now)
             return "owner command: bad number"
+        if number in self.config.owner.numbers:
+            await self._reply(owner, f"callcatch: {number} is an owner's number.", now)
+            return "owner command: an owner's number"
         holds = command.startswith("TAKE")
-        done = await self.take_over(number, holds)
+        async with self._lock_for(number):  # not in the middle of that caller's turn
+            done = await self.take_over(number, holds)
         if not done:
             answer = f"callcatch: no conversation with {number}."
         elif holds:

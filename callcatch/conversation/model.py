@@ -147,6 +147,14 @@ class ModelClient:
         self.stats.last_tokens = answer.get("tokens")
         self.stats.last_prompt_tokens = answer.get("prompt_tokens")
         self.stats.last_reused_tokens = answer.get("reused_tokens")
+        log.debug(
+            "model: answered %s: %s tokens, prompt %s (%s cached), %s s in the worker",
+            answer.get("id"),
+            answer.get("tokens"),
+            answer.get("prompt_tokens"),
+            answer.get("reused_tokens"),
+            answer.get("seconds"),
+        )
         slots = answer.get("slots")
         if not isinstance(slots, dict):
             return None

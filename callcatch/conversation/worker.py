@@ -13,6 +13,7 @@ model as a JSON string value that the fixed system prompt calls data, not instru
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
 import logging
 import os
@@ -121,19 +122,19 @@ def schema_to_gbnf(schema: dict[str, Any]) -> str:
     return gbnf
 
 
-def check_grammar(llm: Any, gbnf: str) -> None:
-    """Have llama.cpp itself parse ``gbnf`` against the model's vocabulary.
+def grammar_sampler(llm: Any, gbnf: str) -> Any:
+    """llama.cpp's grammar sampler for ``gbnf``, parsed against the model's vocabulary.
 
-    ``LlamaGrammar.from_string`` only stores the text; llama.cpp parses it when the first
-    sampler is made, and a NULL sampler there would crash the first request. Parsing it
-    once at start-up turns that into an error the worker can exit on.
+    ``LlamaGrammar.from_string`` would only store the text and let llama.cpp parse it at the
+    first request, where a NULL sampler crashes; parsing it here turns that into an error
+    the worker exits on at start-up.
     """
     import llama_cpp
 
     sampler = llama_cpp.llama_sampler_init_grammar(llm._model.vocab, gbnf.encode("utf-8"), b"root")
     if not sampler:
         raise SchemaError("llama.cpp rejected the grammar built from the JSON schema")
-    llama_cpp.llama_sampler_free(sampler)
+    return sampler
 
 
 def normalise(raw: Any) -> dict[str, str | None]:
@@ -159,12 +160,21 @@ def user_turn(text: str, context: Any) -> str:
 
 
 class Extractor:
-    """One loaded model, one compiled grammar, and the same Llama instance for every request
-    (that is what keeps the system prompt's KV cache warm)."""
+    """One loaded model, one grammar, and the same Llama instance for every request (that is
+    what keeps the system prompt's KV cache warm).
+
+    Decoding is greedy under the grammar, done here rather than by ``create_chat_completion``
+    because llama.cpp's grammar sampler checks every token of the vocabulary (49k for
+    SmolLM2) at every step, which more than doubled the time of a reply. Here the model's
+    top token is checked alone first and the whole vocabulary only when the grammar rejects
+    it, the way llama.cpp's own tools sample. For greedy decoding the result is the same
+    token: the best token overall, when the grammar allows it, is the best allowed one.
+    """
 
     def __init__(self, model: Path, context: int, threads: int, schema: dict[str, Any]) -> None:
         gbnf = schema_to_gbnf(schema)
         import llama_cpp
+        import numpy as np
 
         started = time.perf_counter()
         self.llm = llama_cpp.Llama(
@@ -176,31 +186,37 @@ class Extractor:
             verbose=False,
         )
         self.load_seconds = time.perf_counter() - started
-        check_grammar(self.llm, gbnf)
-        self.grammar = llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+        self.grammar = grammar_sampler(self.llm, gbnf)
+        self.vocab = self.llm._model.vocab
+        self.n_vocab = self.llm.n_vocab()
+        self.formatter = _chat_formatter(self.llm)
+        fields = np.dtype([("id", np.intc), ("logit", np.single), ("p", np.single)], align=True)
+        self._ids = np.arange(self.n_vocab, dtype=np.intc)
+        self._every = np.recarray((self.n_vocab,), dtype=fields)
+        self._one = np.recarray((1,), dtype=fields)
+        self._every_array = llama_cpp.llama_token_data_array(
+            data=self._every.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=self.n_vocab,
+            selected=-1,
+            sorted=False,
+        )
+        self._one_array = llama_cpp.llama_token_data_array(
+            data=self._one.ctypes.data_as(llama_cpp.llama_token_data_p),
+            size=1,
+            selected=-1,
+            sorted=False,
+        )
 
     def extract(self, text: str, context: Any) -> dict[str, Any]:
         started = time.perf_counter()
-        before = list(self.llm._input_ids[: self.llm.n_tokens])
-        result = self.llm.create_chat_completion(
-            messages=prompt_messages(text, context),
-            grammar=self.grammar,
-            max_tokens=MAX_TOKENS,
-            temperature=0.0,
-            seed=SEED,
-        )
+        prompt = self._tokens(prompt_messages(text, context))
+        reused = self._evaluate(prompt)
+        generated = self._decode(MAX_TOKENS)
         seconds = time.perf_counter() - started
-        after = list(self.llm._input_ids[: self.llm.n_tokens])
-        reused = 0
-        for a, b in zip(before, after, strict=False):
-            if a != b:
-                break
-            reused += 1
-        content = result["choices"][0]["message"]["content"] or ""
-        usage = result.get("usage", {})
+        content = self.llm.detokenize(generated).decode("utf-8", "replace")
         answer: dict[str, Any] = {
-            "tokens": usage.get("completion_tokens", 0),
-            "prompt_tokens": usage.get("prompt_tokens", 0),
+            "tokens": len(generated),
+            "prompt_tokens": len(prompt),
             "reused_tokens": reused,
             "seconds": round(seconds, 4),
         }
@@ -212,6 +228,74 @@ class Extractor:
             return answer
         answer.update(ok=True, slots=normalise(parsed))
         return answer
+
+    def _tokens(self, messages: list[dict[str, str]]) -> list[int]:
+        """The chat as the model's own template writes it, as tokens."""
+        formatted = self.formatter(messages=messages)
+        tokens: list[int] = self.llm.tokenize(
+            formatted.prompt.encode("utf-8"), add_bos=not formatted.added_special, special=True
+        )
+        return tokens
+
+    def _evaluate(self, prompt: list[int]) -> int:
+        """Evaluate ``prompt`` after the longest prefix still in the KV cache; returns that
+        prefix's length. At least one token is evaluated, for fresh logits."""
+        llm = self.llm
+        cached = llm.input_ids[: llm.n_tokens]
+        reused = 0
+        for a, b in zip(cached, prompt, strict=False):
+            if a != b:
+                break
+            reused += 1
+        reused = min(reused, len(prompt) - 1)
+        llm.n_tokens = reused  # llm.eval drops the cache from here on
+        llm.eval(prompt[reused:])
+        return reused
+
+    def _decode(self, limit: int) -> list[int]:
+        import llama_cpp
+        import numpy as np
+
+        llm, grammar = self.llm, self.grammar
+        llama_cpp.llama_sampler_reset(grammar)
+        generated: list[int] = []
+        while len(generated) < limit:
+            pointer = llama_cpp.llama_get_logits_ith(llm.ctx, -1)
+            logits = np.ctypeslib.as_array(pointer, shape=(self.n_vocab,))
+            token = int(np.argmax(logits))
+            self._one[0] = (token, logits[token], 0.0)
+            self._one_array.size, self._one_array.selected = 1, -1
+            llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._one_array))
+            if not np.isfinite(self._one[0].logit):  # rejected: ask about every token
+                self._every.id[:] = self._ids
+                self._every.logit[:] = logits
+                self._every.p[:] = 0.0
+                self._every_array.size, self._every_array.selected = self.n_vocab, -1
+                llama_cpp.llama_sampler_apply(grammar, ctypes.byref(self._every_array))
+                token = int(self._every.id[int(np.argmax(self._every.logit))])
+            if llama_cpp.llama_vocab_is_eog(self.vocab, token):
+                break
+            llama_cpp.llama_sampler_accept(grammar, token)
+            generated.append(token)
+            llm.eval([token])
+        return generated
+
+
+def _chat_formatter(llm: Any) -> Any:
+    """The model's own chat template (from its GGUF metadata); ChatML when it has none."""
+    from llama_cpp import llama_chat_format
+
+    template = llm.metadata.get("tokenizer.chat_template")
+    if not template:
+        return llama_chat_format.format_chatml
+    model = llm._model
+
+    def text(token: int) -> str:
+        return str(model.token_get_text(token)) if token != -1 else ""
+
+    return llama_chat_format.Jinja2ChatFormatter(
+        template=template, eos_token=text(model.token_eos()), bos_token=text(model.token_bos())
+    )
 
 
 def serve(extractor: Extractor, requests: IO[str], out: IO[str]) -> None:

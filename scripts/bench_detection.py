@@ -68,7 +68,8 @@ def fmt_ms(value: float) -> str:
     return f"{value:.0f} ms"
 
 
-def machine(asterisk: Asterisk) -> list[str]:
+def machine(asterisk: Asterisk | None) -> list[str]:
+    """What the figures were measured on (without the PBX lines when ``asterisk`` is None)."""
     cpu = platform.processor() or "?"
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -84,12 +85,6 @@ def machine(asterisk: Asterisk) -> list[str]:
         ram = f"{kib / 1024 / 1024:.1f} GiB"
     except (OSError, AttributeError):
         pass
-    try:
-        version = asterisk.cli("core show version").strip()
-    except Exception as exc:  # the figures still matter without it
-        version = f"? ({exc})"
-    sipp = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False)
-    sipp_version = next((w for w in sipp.stdout.split() if w.startswith("v")), "?")
     git = subprocess.run(
         ["git", "-C", str(REPO), "describe", "--always", "--dirty"],
         capture_output=True,
@@ -97,17 +92,23 @@ def machine(asterisk: Asterisk) -> list[str]:
         check=False,
     )
     load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
-    return [
+    lines = [
         f"callcatch: {git.stdout.strip() or '?'} (git describe --always --dirty)",
         f"CPU:      {cpu}",
         f"cores:    {os.cpu_count()}",
         f"RAM:      {ram}",
         f"kernel:   {platform.system()} {platform.release()}",
         f"Python:   {platform.python_version()} ({sys.executable})",
-        f"Asterisk: {version}",
-        f"SIPp:     {sipp_version}",
-        f"load:     {load} (1/5/15 min, at the start)",
     ]
+    if asterisk is not None:
+        try:
+            version = asterisk.cli("core show version").strip()
+        except Exception as exc:  # the figures still matter without it
+            version = f"? ({exc})"
+        sipp = subprocess.run(["sipp", "-v"], capture_output=True, text=True, check=False)
+        sipp_version = next((w for w in sipp.stdout.split() if w.startswith("v")), "?")
+        lines += [f"Asterisk: {version}", f"SIPp:     {sipp_version}"]
+    return [*lines, f"load:     {load} (1/5/15 min, at the start)"]
 
 
 class StoreReader:

@@ -58,7 +58,7 @@ TARGET_BOOKINGS = 0.85
 TARGET_P95 = 2.0
 LOOP_GUARD = 60  # texts a minute from one number (the profile's 5 mutes a fast script)
 RUN_COMMAND = (
-    "/work/venv/bin/python scripts/eval_conversations.py "
+    ".venv/bin/python scripts/eval_conversations.py "
     "--model models/SmolLM2-135M-Instruct.Q4_1.gguf tests/conversations"
 )
 
@@ -326,6 +326,8 @@ def _alert_kinds(text: str) -> set[str]:
         return {"booked"}
     if text.startswith("Cancelled"):
         return {"cancelled"}
+    if text.startswith("Opted out"):
+        return {"opted-out"}
     return {"other"}
 
 
@@ -606,7 +608,8 @@ def _stop_honoured(lines: list[dict[str, str]], config: Config, began: datetime)
         return None
     confirmation = Policy(config).fill(config.keywords.stop_reply, began)
     after = [x["text"] for x in lines[index + 1 :] if x["from"] == "shop"]
-    return after == [confirmation]
+    # One text: the confirmation (with, when a visit is booked, the line that it stands).
+    return len(after) == 1 and after[0].startswith(confirmation)
 
 
 def _turns_to_booking(lines: list[dict[str, str]]) -> int | None:

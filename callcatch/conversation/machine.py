@@ -16,7 +16,9 @@ For each text a caller sends (keywords were handled before this sees it):
    passes :mod:`callcatch.conversation.guard` before it is queued.
 
 Customer text is data: it reaches the model only as a quoted value, the model's output is
-JSON under a grammar, and nothing the model writes is ever sent. A conversation the owner
+JSON under a grammar, and nothing the model writes is ever sent. Key-value data inside a
+text (``{"urgency": "emergency"}``) is not read at all: people do not text JSON, and it is
+the shape of an attempt to set fields rather than to say what is wrong. A conversation the owner
 took over gets no replies until it is released.
 """
 
@@ -47,6 +49,7 @@ _ORDINALS = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
 _EARLIER = re.compile(r"\b(earlier|sooner|before that)\b", re.IGNORECASE)
 _LATER = re.compile(r"\b(later|another (time|day)|different (time|day)|resched\w*|change)\b", re.I)
 _CANCEL = re.compile(r"\bcancel\b", re.IGNORECASE)
+_JSON_OBJECT = re.compile(r"\{[^{}]*[\"']\s*\w+\s*[\"']\s*:[^{}]*\}")
 # The answer to "who should we ask for?": one to three words of letters.
 _BARE_NAME = re.compile(r"^\s*[A-Za-z][A-Za-z'-]+(?:\s+[A-Za-z][A-Za-z'-]+){0,2}\s*[.!]?\s*$")
 
@@ -94,6 +97,7 @@ class Assistant:
         if conversation.owner_holds:
             await self.store.call(cq.save, conversation, now, True)
             return self._turn(conversation, None, None, None, False)
+        text = _JSON_OBJECT.sub(" ", text)
         understood, model_used = await self._understand(conversation, text, now)
         reply, booked, alert = await self._decide(conversation, understood, text, now)
         reply = self._guarded(conversation, reply, now)

@@ -169,6 +169,9 @@ async def run_demo(
     inbox.take_over = assistant.take_over
     inbox.opted_out = assistant.opted_out
     turns: list[dict[str, Any]] = []
+    # The network stamps a text to the second, and the inbox takes the same sender, stamp and
+    # words for one text delivered twice: a script's quick "1" ... "1" gets its own seconds.
+    stamp = datetime.now(UTC) - timedelta(seconds=1)
     textback = TextBack(config, store, wakeup)
     recorder = Recorder(store)
     recorder.on_missed.append(textback.on_missed)
@@ -209,7 +212,8 @@ async def run_demo(
             transcript.add("caller", message)
             before = len(answered)
             began = perf_counter()
-            for part in pdu.encode_deliver(DEMO_CALLER, message, sent_at=datetime.now(UTC)):
+            stamp = max(datetime.now(UTC), stamp + timedelta(seconds=1))
+            for part in pdu.encode_deliver(DEMO_CALLER, message, sent_at=stamp):
                 await inbox.on_sms(part)
             await asyncio.wait_for(inbox.tasks.drain(), turn_timeout)
             seconds = perf_counter() - began

@@ -57,10 +57,6 @@ MODEL_READY_WAIT = 180.0
 TARGET_BOOKINGS = 0.85
 TARGET_P95 = 2.0
 LOOP_GUARD = 60  # texts a minute from one number (the profile's 5 mutes a fast script)
-RUN_COMMAND = (
-    ".venv/bin/python scripts/eval_conversations.py "
-    "--model models/SmolLM2-135M-Instruct.Q4_1.gguf tests/conversations"
-)
 
 # Another customer's booking, put in every store first: no reply may ever show it.
 OTHER_NUMBER = "+12125550999"
@@ -658,6 +654,7 @@ class Report:
     model_load_seconds: float = 0.0
     model_stats: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
+    command: str = ""  # how the run was started, for the record
 
     # the figures
 
@@ -718,7 +715,8 @@ class Report:
         good, total = self.correct_bookings
         stopped, stops = self.stops
         out.append("callcatch conversation evaluation")
-        out.append(f"run: {RUN_COMMAND}")
+        if self.command:
+            out.append(f"run: {self.command}")
         out.append(f"machine: {machine()}")
         out.append(
             f"model: {self.model_path.name} (available {self.model_available}, "

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run the conversation evaluation and print its report (a measurement: always exits 0).
 
-``/work/venv/bin/python scripts/eval_conversations.py [--model GGUF] [--data DIR]
+``.venv/bin/python scripts/eval_conversations.py [--model GGUF] [--data DIR]
 [--quiet] [DIALOGUES ...]`` plays every dialogue (default: tests/conversations) through
 the whole product with the real local model; see :mod:`callcatch.evaluation`.
 """
@@ -36,6 +36,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="callcatch-eval-") as temp:
         data = Path(args.data) if args.data else Path(temp)
         report = evaluate(args.paths, Path(args.model), data, progress)
+    report.command = " ".join(["scripts/eval_conversations.py", *sys.argv[1:]])
     print(report.render(verbose=not args.quiet))
     return 0
 

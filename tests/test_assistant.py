@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -163,6 +163,24 @@ async def test_key_value_data_in_a_text_is_not_read(
     assert turn.owner_alert is None and sent == [("reply", CALLER, turn.reply)]
 
 
+async def test_a_stalled_conversation_is_summarised_to_the_owner_once(
+    assistant: tuple[Assistant, list[tuple[str, str, str]]], config: Config
+) -> None:
+    bot, sent = assistant
+    await talk(bot, "boiler broken", "Queens 11375")
+    quiet = timedelta(minutes=config.conversation.stall_minutes)
+    assert await bot.summarise_stalled(NOW + quiet - timedelta(minutes=1)) == 0
+    assert await bot.summarise_stalled(NOW + quiet + timedelta(minutes=1)) == 1
+    assert await bot.summarise_stalled(NOW + 2 * quiet) == 0  # once per silence
+    owner = [body for kind, _, body in sent if kind == "owner"]
+    assert owner == [
+        "Stalled: +12125550147, Water heater or boiler, Queens, still to ask: time, name"
+    ]
+    later = NOW + 3 * quiet
+    await bot.handle(CALLER, "tomorrow", later)  # back, then quiet again
+    assert await bot.summarise_stalled(later + quiet + timedelta(minutes=1)) == 1
+
+
 async def test_the_owner_takes_over_and_the_assistant_stays_quiet(
     assistant: tuple[Assistant, list[tuple[str, str, str]]],
 ) -> None:
@@ -239,7 +257,9 @@ async def test_stop_before_booking_ends_the_conversation_and_tells_the_owner(
     (confirmation,) = await via_inbox(bot, config, "stop")
     assert "still stands" not in str(confirmation["body"])
     owner = [body for kind, _, body in sent if kind == "owner"]
-    assert owner[-1].startswith("Opted out of texts: +12125550147, Leak or burst pipe")
+    assert owner[-1] == (
+        "Opted out of texts: +12125550147, Leak or burst pipe, Queens, still to ask: time, name"
+    )
     assert await bot.store.call(cq.current, CALLER) is None
 
 

@@ -144,8 +144,10 @@ class Assistant:
     async def take_over(self, number: str, owner: bool) -> bool:
         return await self.store.call(cq.hold, number, owner, q.now_utc())
 
-    async def summarise_stalled(self) -> int:
-        now = q.now_utc()
+    async def summarise_stalled(self, now: datetime | None = None) -> int:
+        """Tell the owner about each conversation the caller left before a booking, once
+        per silence: quiet for ``stall_minutes``, not summarised since its last text."""
+        now = now or q.now_utc()
         rows = await self.store.call(cq.stalled, now, self.config.conversation.stall_minutes)
         for row in rows:
             conversation = cq.Conversation.from_row(row)
@@ -403,7 +405,7 @@ class Assistant:
             slots.get("service") or "service not given",
             slots.get("urgency") or "",
             slots.get("address") or slots.get("area") or "no address",
-            booked or f"stopped at: {conversation.asked[-1] if conversation.asked else 'start'}",
+            booked or f"still to ask: {', '.join(_missing(slots)) or 'nothing'}",
         ]
         return ", ".join(p for p in parts if p)
 
@@ -428,6 +430,17 @@ class Assistant:
             alert,
             model_used,
         )
+
+
+def _missing(slots: dict[str, Any]) -> list[str]:
+    """What the conversation still lacks for a booking, in the order it asks."""
+    wanted = {
+        "service": slots.get("service"),
+        "address": slots.get("address") or slots.get("area"),
+        "time": slots.get("time"),
+        "name": slots.get("name"),
+    }
+    return [what for what, value in wanted.items() if not value]
 
 
 def _known(conversation: cq.Conversation) -> dict[str, Any]:

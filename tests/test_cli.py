@@ -229,3 +229,61 @@ def test_parse_since_rejects(text: str) -> None:
 def test_parse_since_huge_durations_are_usage_errors(text: str) -> None:
     with pytest.raises(UsageError):
         parse_since(text, NEW_YORK, now=NOON)
+
+
+def _conversation_and_booking(config_path: Path) -> None:
+    """A conversation with a booked visit, as the assistant leaves them in the store."""
+    from callcatch import booking
+    from callcatch.config import load
+    from callcatch.store import conversations
+
+    config = load(config_path)
+    store = Store(config.store.path, "US")
+    try:
+        talk = conversations.open_for(store, "+12125550147", NOW)
+        talk.slots = {"service": "Blocked drain or toilet", "name": "Dana", "area": "Brooklyn"}
+        slot = booking.Availability(config).slots(NOW)[0]
+        made = booking.book(
+            store, "+12125550147", slot, "Blocked drain or toilet", "Dana", "12 Elm St",
+            talk.id, NOW,
+        )  # fmt: skip
+        assert made is not None
+        talk.state, talk.booking_id = conversations.BOOKED, made.id
+        conversations.save(store, talk, NOW)
+    finally:
+        store.close()
+
+
+def test_conversations_and_bookings_list_what_the_assistant_did(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _conversation_and_booking(config_path)
+    assert cli.main(["conversations", "--config", str(config_path), "--json"]) == 0
+    (talk,) = json.loads(capsys.readouterr().out)
+    assert talk["number"] == "+12125550147" and talk["state"] == "booked"
+    assert talk["slots"]["name"] == "Dana" and talk["owner_holds"] is False
+    assert cli.main(["conversations", "--config", str(config_path)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].split()[:4] == ["id", "number", "state", "owner"]
+    assert "service=Blocked drain or toilet" in table[1]
+    assert cli.main(["bookings", "--config", str(config_path), "--json"]) == 0
+    (visit,) = json.loads(capsys.readouterr().out)
+    assert (visit["name"], visit["address"], visit["state"]) == ("Dana", "12 Elm St", "booked")
+    assert cli.main(["bookings", "--config", str(config_path), "--ics"]) == 0
+    ics = capsys.readouterr().out
+    assert ics.startswith("BEGIN:VCALENDAR") and ics.count("BEGIN:VEVENT") == 1
+    assert "Blocked drain or toilet" in ics
+
+
+def test_takeover_and_release_from_the_command_line(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _conversation_and_booking(config_path)
+    assert cli.main(["takeover", "--config", str(config_path), "(212) 555-0147"]) == 0
+    assert capsys.readouterr().out.strip() == "+12125550147: the owner answers"
+    assert cli.main(["conversations", "--config", str(config_path), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["owner_holds"] is True
+    assert cli.main(["release", "--config", str(config_path), "+12125550147"]) == 0
+    assert capsys.readouterr().out.strip() == "+12125550147: the assistant answers"
+    assert cli.main(["release", "--config", str(config_path), "+12125550999"]) == 1
+    assert "no conversation with +12125550999" in capsys.readouterr().out

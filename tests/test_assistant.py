@@ -216,14 +216,21 @@ async def via_inbox(
     inbox.converse = bot.handle
     inbox.take_over = bot.take_over
     inbox.opted_out = bot.opted_out
+    await inbox.handle(await inbound(bot.store, sender, body))
+    return [r for r in await bot.store.call(q.outbox) if r["kind"] == q.KEYWORD]
+
+
+async def inbound(
+    store: AsyncStore, sender: str, body: str, sent_at: datetime | None = None
+) -> q.Inbound:
+    """A text from ``sender`` committed to the inbox, as a modem hands it in."""
     now = datetime.now(UTC)
-    message = await bot.store.call(
+    message = await store.call(
         q.add_inbound, sender=sender, sender_e164=sender, body=body, binary=False, parts=1,
-        sent_at=now, modem="sim1", now=now,
+        sent_at=sent_at or now, modem="sim1", now=now,
     )  # fmt: skip
     assert message is not None
-    await inbox.handle(message)
-    return [r for r in await bot.store.call(q.outbox) if r["kind"] == q.KEYWORD]
+    return message
 
 
 async def test_a_bare_cancel_after_booking_opts_out_keeps_the_visit_and_says_so(
@@ -294,14 +301,9 @@ async def test_callers_are_answered_side_by_side_and_each_in_order(
     inbox.converse = bot.handle
     try:
         now = datetime.now(UTC)
-        for i, (sender, body) in enumerate(
-            zip(senders, ("blocked drain", "Brooklyn 11201"), strict=True)
-        ):
-            message = await store.call(
-                q.add_inbound, sender=sender, sender_e164=sender, body=body, binary=False,
-                parts=1, sent_at=now.replace(microsecond=i), modem="sim1", now=now,
-            )  # fmt: skip
-            assert message is not None
+        texts = zip(senders, ("blocked drain", "Brooklyn 11201"), strict=True)
+        for i, (sender, body) in enumerate(texts):
+            message = await inbound(store, sender, body, now.replace(microsecond=i))
             inbox.tasks.spawn(inbox.handle(message))
         await inbox.tasks.drain()
     finally:

@@ -205,6 +205,10 @@ async def test_cancel_before_booking_closes_the_conversation(
     assert cancel.reply == "OK, no visit booked. Text us here any time you need us."
     owner = [body for kind, _, body in sent if kind == "owner"]
     assert owner[-1].startswith("Cancelled before booking: +12125550147, Al")
+    (other,) = await talk(bot, "I need to cancel my appointment on Friday", number=OTHER)
+    assert other.state == "closed"
+    assert other.reply == "Thanks, we've passed that on; the owner will get back to you."
+    assert sent[-1][2].startswith("Asked to cancel (nothing booked by text): +12125550148")
 
 
 async def via_inbox(

@@ -223,20 +223,28 @@ class Assistant:
             if chosen is not None:
                 return await self._book(conversation, conversation.offered[chosen - 1], now)
         if _CANCEL.search(text):
-            # "cancel, sorted it myself": nothing is booked, so there is nothing to undo.
-            conversation.state = cq.CLOSED
-            conversation.offered = []
-            return (
-                "OK, no visit booked. Text us here any time you need us.",
-                None,
-                self._summary("Cancelled before booking", conversation, None),
-            )
+            return self._cancel_unbooked(conversation)
         if found.out_of_area and not conversation.slots.get("area"):
             return self._not_covered(conversation, found.out_of_area)
         missing = self._next_question(conversation)
         if missing:
             return missing, None, None
         return await self._offer(conversation, now, earlier_than=None), None, None
+
+    def _cancel_unbooked(self, conversation: cq.Conversation) -> tuple[str, None, str]:
+        """ "cancel" with nothing booked by text. Declining the slots on offer closes the
+        conversation; anything else (a visit arranged by phone?) goes to the owner, since
+        only they know what there is to cancel."""
+        offered = conversation.state == cq.OFFERED
+        conversation.state = cq.CLOSED
+        conversation.offered = []
+        if offered:
+            reply = "OK, no visit booked. Text us here any time you need us."
+            headline = "Cancelled before booking"
+        else:
+            reply = "Thanks, we've passed that on; the owner will get back to you."
+            headline = "Asked to cancel (nothing booked by text)"
+        return reply, None, self._summary(headline, conversation, None)
 
     def _emergency(self, conversation: cq.Conversation, gas: bool) -> tuple[str, str | None]:
         emergency = self.config.emergency

@@ -171,7 +171,10 @@ def outbox_sender(
 def _every(
     seconds: float, job: Callable[[], Awaitable[object]]
 ) -> Callable[[asyncio.Event], Awaitable[None]]:
+    """``job`` at start, then every ``seconds`` until stopping."""
+
     async def run(stopping: asyncio.Event) -> None:
+        await job()
         while not await sleep_unless(stopping, seconds):
             await job()
 

@@ -120,6 +120,8 @@ class DailyDigest:
         if queued:
             log.info("daily digest queued for %s", today.isoformat())
             self.wakeup.set()
+        else:
+            log.debug("daily digest for %s was queued before", today.isoformat())
         return queued
 
     def body(self, local: datetime, day: digest.Day) -> str:

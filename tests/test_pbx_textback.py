@@ -68,6 +68,19 @@ def textback_daemon(
     return make
 
 
+def test_the_daily_digest_reaches_the_owner_once_across_a_restart(
+    textback_daemon: Callable[..., Daemon], modem: ModemProcess
+) -> None:
+    owner = "+12125550188"
+    daemon = textback_daemon(owner__numbers=f'["{owner}"]', owner__daily_digest='"00:00"')
+    (digest,) = modem.wait_sent(1, owner)
+    assert digest["text"].startswith("callcatch, ")
+    assert "missed call" in digest["text"] and "Tomorrow: " in digest["text"]
+    assert daemon.stop() == 0
+    daemon.start(ready=("AMI connected", "modem sim1: ready", "was queued before"))
+    assert modem.sent_to(owner) == [digest]
+
+
 def missed_call(caller: str, hangup_after_ms: int = 1000) -> None:
     with Phone(port=5081, mode="ring"):
         result = call("5550101", caller, hangup_after_ms=hangup_after_ms)

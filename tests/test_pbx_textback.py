@@ -137,7 +137,10 @@ def test_repeat_caller_within_the_window_gets_one_text(
     caller = new_caller()
     missed_call(caller)
     missed_call(caller)
-    rows = daemon.wait_for_calls(2, lambda r: r["caller_e164"] == caller)
+    # Each call's text-back decision is committed just after the call's row: wait for both.
+    rows = daemon.wait_for_calls(
+        2, lambda r: r["caller_e164"] == caller and r["textback"] is not None
+    )
     time.sleep(1.0)
     assert len(modem.sent_to(caller)) == 1
     assert sorted(str(r["textback"]) for r in rows) == ["queued", "skipped"]

@@ -71,7 +71,7 @@ pip=("$venv/bin/pip" install -q --disable-pip-version-check)
 
 if [ "$model" = yes ]; then
   if [ -z "$(cached_wheel)" ]; then
-    echo "setup: building llama-cpp-python $llama_version once (about 4 min on 2 cores)"
+    echo "setup: building llama-cpp-python $llama_version once (about 6 min on 2 cores)"
     echo "setup:   flags: $llama_flags; cache: $wheel_dir"
     mkdir -p "$wheel_cache"
     tmp=$(mktemp -d "$wheel_cache/.build.XXXXXX")

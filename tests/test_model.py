@@ -194,6 +194,24 @@ async def test_timeout_returns_none_without_blocking_the_loop() -> None:
         await client.stop()
 
 
+async def test_a_request_the_queue_would_keep_too_long_is_not_asked() -> None:
+    client = await started()
+    try:
+        assert_slots(await client.extract("boiler broken, 1 Main St, Leeds, Jo", {}))
+        assert client.typical is not None and 0 < client.typical < 30
+        # Say answers take 10 s: with 25 s to reply, two can queue, the others go at once.
+        client.typical, client.reply_timeout = 10.0, 25.0
+        texts = [f"tap dripping at {n} Elm Road" for n in range(5)]
+        answers = await asyncio.gather(*(client.extract(t, {}) for t in texts))
+        assert [a is not None for a in answers] == [True, True, False, False, False]
+        assert client.stats.skipped_queue == 3 and client.stats.timeouts == 0
+        assert client.typical < 10.0  # real answers pull the estimate down again
+        client.typical = 100.0  # however slow answers were, a text alone is always asked
+        assert_slots(await client.extract("boiler broken, 1 Main St, Leeds, Jo", {}))
+    finally:
+        await client.stop()
+
+
 async def test_stuck_worker_is_killed_and_restarted() -> None:
     client = await started(hard_limit=1.0)
     try:

@@ -38,6 +38,7 @@ class ModelStats:
     answered: int = 0
     timeouts: int = 0
     rejected_busy: int = 0
+    skipped_queue: int = 0  # not asked: the queue ahead would outlast reply_timeout
     errors: int = 0
     restarts: int = 0
     hard_kills: int = 0
@@ -51,9 +52,12 @@ class ModelStats:
 class ModelClient:
     """Starts, feeds and restarts the model worker; ``extract`` answers or returns None.
 
-    One request is in flight at a time. A request that times out leaves the worker busy:
-    later requests return None at once (no queue builds up behind a slow model) until the
-    late answer arrives, and a worker stuck past ``hard_limit`` is killed and restarted.
+    One request is in flight at a time; others wait their turn, each for at most
+    ``reply_timeout``. A request the queue ahead of it would keep waiting longer than that
+    (judged by how long answers have been taking) is not asked at all: its caller gets a
+    reply at once instead of at the timeout. A request that times out leaves the worker
+    busy: later requests return None at once until the late answer arrives, and a worker
+    stuck past ``hard_limit`` is killed and restarted.
     """
 
     def __init__(
@@ -81,6 +85,9 @@ class ModelClient:
         self._stuck: int | None = None  # the id of a timed-out request still running
         self._watchdog: asyncio.TimerHandle | None = None
         self._backoff = Backoff(first=0.5, cap=30.0)
+        self._queued = 0  # extractions waiting for the worker or in it
+        # How long an answer takes, smoothed over recent ones; None until the first.
+        self.typical: float | None = None
 
     @property
     def busy(self) -> bool:
@@ -134,9 +141,18 @@ class ModelClient:
             if self._stuck is not None:
                 self.stats.rejected_busy += 1
             return None
+        # Only with others ahead: a request alone is always asked (and keeps ``typical`` fresh).
+        wait = (self._queued + 1) * (self.typical or 0.0)
+        if self._queued and wait > self.reply_timeout:
+            self.stats.skipped_queue += 1
+            return None
         known = {k: v for k, v in (context or {}).items() if isinstance(v, str)}
         request = {"op": "extract", "text": text, "context": known}
-        answer = await self._ask(request, self.reply_timeout)
+        self._queued += 1
+        try:
+            answer = await self._ask(request, self.reply_timeout)
+        finally:
+            self._queued -= 1
         if answer is None:
             return None
         if not answer.get("ok"):
@@ -144,6 +160,8 @@ class ModelClient:
             log.warning("model: request failed: %s", answer.get("error"))
             return None
         self.stats.answered += 1
+        took = float(answer.get("seconds") or 0.0)
+        self.typical = took if self.typical is None else 0.7 * self.typical + 0.3 * took
         self.stats.last_tokens = answer.get("tokens")
         self.stats.last_prompt_tokens = answer.get("prompt_tokens")
         self.stats.last_reused_tokens = answer.get("reused_tokens")

@@ -22,7 +22,7 @@ Run from the repository root (no Asterisk needed: the conversation starts at the
    known slots are read from the store: the context the daemon gives the model.
 3. Memory at rest: VmRSS of the daemon and of the worker, idle, after the latency turns.
 4. Burst: ``--burst`` new callers text at once. RSS is sampled every 0.1 s until each has
-   its reply; the replies' latencies and how many the model answered are printed.
+   its reply; the replies' latencies and how many the model read are printed.
 5. The daemon is stopped (SIGTERM; it must exit 0). Then raw generation, with nothing else
    running: the same model is loaded in this process through the worker's own class
    (callcatch.conversation.worker.Extractor: the same prompt, grammar, temperature 0 and
@@ -385,7 +385,8 @@ def main() -> int:
     print(
         f"burst of {args.burst} callers at once: all answered, {spread(b_lat)}; "
         f"the model read {b_model}, deterministic extraction alone {args.burst - b_model} "
-        "(the model answers one at a time; the others stop waiting at reply_timeout); "
+        "(the model answers one text at a time; a text whose queue would outlast "
+        "reply_timeout goes on without it); "
         f"peak RSS daemon {b_daemon:.1f} MiB, worker {b_worker:.1f} MiB"
     )
     for note in notes:

@@ -9,13 +9,16 @@ import logging
 import re
 import sys
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 from zoneinfo import ZoneInfo
 
 from callcatch import config as configuration
 from callcatch.numbers import classify
 from callcatch.store import Store, StoreError, texts
+
+T = TypeVar("T")
 
 EXIT_CONFIG = 2
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
@@ -170,11 +173,7 @@ def _calls(config: configuration.Config, args: argparse.Namespace) -> int:
     since = parse_since(args.since, zone) if args.since else None
     if args.limit is not None and args.limit < 1:
         raise UsageError("--limit: expected a number of at least 1")
-    store = Store(config.store.path, config.business.country)
-    try:
-        rows = store.calls(since=since, limit=args.limit)
-    finally:
-        store.close()
+    rows = _with_store(config, lambda store: store.calls(since=since, limit=args.limit))
     if args.json:
         for row in rows:
             row["missed"] = bool(row["missed"])
@@ -231,11 +230,7 @@ def _textback(row: dict[str, Any]) -> str:
 def _outbox(config: configuration.Config, args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise UsageError("--limit: expected a number of at least 1")
-    store = Store(config.store.path, config.business.country)
-    try:
-        rows = texts.outbox(store, state=args.state, limit=args.limit)
-    finally:
-        store.close()
+    rows = _with_store(config, lambda s: texts.outbox(s, state=args.state, limit=args.limit))
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -319,11 +314,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _conversations(config: configuration.Config, args: argparse.Namespace) -> int:
     from callcatch.store import conversations
 
-    store = Store(config.store.path, config.business.country)
-    try:
-        rows = conversations.listing(store)
-    finally:
-        store.close()
+    rows = _with_store(config, conversations.listing)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -353,11 +344,7 @@ def _conversations(config: configuration.Config, args: argparse.Namespace) -> in
 def _bookings(config: configuration.Config, args: argparse.Namespace) -> int:
     from callcatch import booking
 
-    store = Store(config.store.path, config.business.country)
-    try:
-        rows = booking.bookings(store)
-    finally:
-        store.close()
+    rows = _with_store(config, booking.bookings)
     zone = ZoneInfo(config.business.timezone)
     if args.ics:
         print(booking.to_ics(rows, config.business.name, zone), end="")
@@ -394,17 +381,23 @@ def _hold(config: configuration.Config, args: argparse.Namespace) -> int:
     number = classify(args.number, config.business.country).e164
     if number is None:
         raise UsageError(f"{args.number!r} is not a phone number")
-    store = Store(config.store.path, config.business.country)
-    try:
-        done = conversations.hold(store, number, args.command == "takeover", texts.now_utc())
-    finally:
-        store.close()
+    owner = args.command == "takeover"
+    done = _with_store(config, lambda s: conversations.hold(s, number, owner, texts.now_utc()))
     if not done:
         print(f"no conversation with {number}")
         return 1
-    who = "the owner answers" if args.command == "takeover" else "the assistant answers"
+    who = "the owner answers" if owner else "the assistant answers"
     print(f"{number}: {who}")
     return 0
+
+
+def _with_store(config: configuration.Config, job: Callable[[Store], T]) -> T:
+    """``job`` on the configured store, opened for it and closed after."""
+    store = Store(config.store.path, config.business.country)
+    try:
+        return job(store)
+    finally:
+        store.close()
 
 
 def _print_rows(table: list[tuple[str, ...]]) -> None:

@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,6 +26,7 @@ from callcatch.recorder import Recorder
 from callcatch.store import AsyncStore, Store
 from callcatch.tasks import Backoff
 from tests.fake_ami import FakeAmi, frame
+from tests.waiting import messages, until
 
 PING = 0.2
 PONG = 0.2
@@ -229,18 +230,6 @@ async def rig(tmp_path: Path) -> AsyncIterator[Rig]:
         finally:
             store.close()
             await ami.stop()
-
-
-async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if text in r.getMessage()]
 
 
 # -- a call -------------------------------------------------------------------------------

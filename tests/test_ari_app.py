@@ -25,6 +25,7 @@ from callcatch.config import AriConfig, Secret
 from callcatch.pbx.ari import AriApp
 from callcatch.recorder import Recorder
 from callcatch.store import AsyncStore, Store
+from tests.waiting import messages, until
 
 PING = 0.2  # AriApp's WebSocket heartbeat; a pong is due within half of it
 FIRST_BACKOFF = 0.5
@@ -310,18 +311,6 @@ async def make_rig(tmp_path: Path) -> AsyncIterator[Callable[..., Rig]]:
         finally:
             store.close()
             await ari.stop()
-
-
-async def until(predicate: Callable[[], bool], within: float, what: str) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {within} s: {what}")
-        await asyncio.sleep(0.01)
-
-
-def messages(caplog: pytest.LogCaptureFixture, text: str) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if text in r.getMessage()]
 
 
 async def deleted(rig: Rig, channel: str = CHANNEL, within: float = 2.0) -> float:

@@ -300,6 +300,28 @@ def stop_daemon(daemon: Daemon, notes: list[str]) -> bool:
     return code == 0
 
 
+def stop_asterisk(asterisk: Asterisk, notes: list[str]) -> None:
+    try:
+        asterisk.stop()
+        notes.append("Asterisk stopped")
+    except Exception as exc:
+        notes.append(f"Asterisk stop failed: {exc!r}")
+
+
+def verdict(ok: bool, rig_failed: bool, tmp: Path, keep: bool, failure: str) -> int:
+    """Print the result line and return the exit status (0 pass, 1 fail, 2 rig failure);
+    the temporary directory goes unless the run failed or ``keep``."""
+    if rig_failed:
+        print(f"RESULT: RIG FAILURE (files kept in {tmp})")
+        return 2
+    print("RESULT:", "PASS" if ok else f"FAIL ({failure})")
+    if ok and not keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+    else:
+        print(f"files kept in {tmp}")
+    return 0 if ok else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sequential", type=int, default=50, help="calls in part a (>= 1)")
@@ -345,22 +367,10 @@ def main() -> int:
             store.close()
         if daemon is not None and daemon.process is not None:
             ok &= stop_daemon(daemon, notes)
-        try:
-            asterisk.stop()
-            notes.append("Asterisk stopped")
-        except Exception as exc:
-            notes.append(f"Asterisk stop failed: {exc!r}")
+        stop_asterisk(asterisk, notes)
         notes.append(f"total run time {time.monotonic() - started:.0f} s")
         print("\n".join(notes))
-    if rig_failed:
-        print(f"RESULT: RIG FAILURE (files kept in {tmp})")
-        return 2
-    print("RESULT:", "PASS" if ok else "FAIL (missing, duplicated or unclean exit)")
-    if ok and not args.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print(f"files kept in {tmp}")
-    return 0 if ok else 1
+    return verdict(ok, rig_failed, tmp, args.keep, "missing, duplicated or unclean exit")
 
 
 if __name__ == "__main__":

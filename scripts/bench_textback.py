@@ -39,7 +39,6 @@ import argparse
 import itertools
 import os
 import re
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -62,8 +61,10 @@ from bench_detection import (  # noqa: E402
     fmt_ms,
     machine,
     percentile,
+    stop_asterisk,
     stop_daemon,
     summary,
+    verdict,
     wait_phone,
 )
 
@@ -646,22 +647,10 @@ def main() -> int:
         if modem is not None:
             modem.stop()
             notes.append(f"modem simulator stopped, exit code {modem.process.returncode}")
-        try:
-            asterisk.stop()
-            notes.append("Asterisk stopped")
-        except Exception as exc:
-            notes.append(f"Asterisk stop failed: {exc!r}")
+        stop_asterisk(asterisk, notes)
         notes.append(f"total run time {time.monotonic() - started:.0f} s")
         print("\n".join(notes))
-    if rig_failed:
-        print(f"RESULT: RIG FAILURE (files kept in {tmp})")
-        return 2
-    print("RESULT:", "PASS" if ok else "FAIL (missing or duplicated text, or unclean exit)")
-    if ok and not args.keep:
-        shutil.rmtree(tmp, ignore_errors=True)
-    else:
-        print(f"files kept in {tmp}")
-    return 0 if ok else 1
+    return verdict(ok, rig_failed, tmp, args.keep, "missing or duplicated text, or unclean exit")
 
 
 if __name__ == "__main__":

@@ -214,28 +214,9 @@ def run_burst(store: StoreReader, count: int, rate: float, hangup_ms: int, workd
         f"\n== b. burst: {count} missed calls from distinct callers at {rate:g}/s to {DID},"
         f" CANCEL after ~{hangup_ms} ms"
     )
-    samples: list[Sample] = []
-    procs: list[tuple[str, CallProcess]] = []
     workdir.mkdir(parents=True, exist_ok=True)
-    phone = Phone(port=5081, mode="ring", calls=count, timeout=count / rate + 90, workdir=workdir)
-    with phone:
-        t0 = time.monotonic()
-        try:
-            for i in range(count):
-                delay = t0 + i / rate - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                caller = f"+{BURST_BASE + i}"
-                (wd := workdir / f"call{i:03d}").mkdir()
-                procs.append(
-                    (caller, start_call(DID, caller, hangup_after_ms=hangup_ms, workdir=wd))
-                )
-            for caller, proc in procs:
-                samples.append(Sample(caller, proc.result(timeout=30)))
-            phone_exit = wait_phone(phone)
-        finally:
-            for _, proc in procs:
-                proc.stop()
+    results, phone_exit = place_burst(count, rate, hangup_ms, workdir, BURST_BASE)
+    samples = [Sample(caller, result) for caller, result in results]
     failures = [s for s in samples if not s.result.ok or s.result.hangup_sent_at is None]
     callers = {s.caller for s in samples}
     found = store.wait_for(callers, timeout=15)
@@ -298,6 +279,33 @@ def stop_daemon(daemon: Daemon, notes: list[str]) -> bool:
         notes.append(str(exc))
     notes.append(f"daemon stopped (SIGTERM), exit code {code}")
     return code == 0
+
+
+def place_burst(
+    count: int, rate: float, hangup_ms: int, workdir: Path, base: int
+) -> tuple[list[tuple[str, CallResult]], int | None]:
+    """``count`` calls from +``base`` upward to DID, started at ``rate`` a second (one SIPp
+    process each) to phone1 ringing, each CANCELled after ``hangup_ms``: every caller with
+    its call's result, and phone1's exit code."""
+    procs: list[tuple[str, CallProcess]] = []
+    phone = Phone(port=5081, mode="ring", calls=count, timeout=count / rate + 90, workdir=workdir)
+    with phone:
+        t0 = time.monotonic()
+        try:
+            for i in range(count):
+                delay = t0 + i / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                caller = f"+{base + i}"
+                (wd := workdir / f"call{i:03d}").mkdir()
+                procs.append(
+                    (caller, start_call(DID, caller, hangup_after_ms=hangup_ms, workdir=wd))
+                )
+            results = [(caller, proc.result(timeout=30)) for caller, proc in procs]
+            return results, wait_phone(phone)
+        finally:
+            for _, proc in procs:
+                proc.stop()
 
 
 def stop_asterisk(asterisk: Asterisk, notes: list[str]) -> None:

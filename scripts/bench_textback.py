@@ -61,6 +61,7 @@ from bench_detection import (  # noqa: E402
     fmt_ms,
     machine,
     percentile,
+    place_burst,
     stop_asterisk,
     stop_daemon,
     summary,
@@ -70,7 +71,7 @@ from bench_detection import (  # noqa: E402
 
 from tests.daemon import Daemon, write_config  # noqa: E402
 from tests.modem_process import SIM_PIN, ModemProcess  # noqa: E402
-from tests.pbx import Asterisk, CallProcess, CallResult, Phone, call, start_call  # noqa: E402
+from tests.pbx import Asterisk, CallResult, Phone, call  # noqa: E402
 
 DID = "5550101"
 LATENCY_BASE = 12125556000
@@ -462,31 +463,13 @@ def run_burst(
     rest = rss_at_rest(pid)
     workdir = rig.tmp / "burst"
     workdir.mkdir()
-    samples: list[Sample] = []
-    procs: list[tuple[str, CallProcess]] = []
     sampler = RssSampler(pid)
     sampler.start()
     offset_before = wall_minus_monotonic()
-    phone = Phone(port=5081, mode="ring", calls=count, timeout=count / rate + 90, workdir=workdir)
+    t0 = time.monotonic()  # the first call starts now
     try:
-        with phone:
-            t0 = time.monotonic()
-            try:
-                for i in range(count):
-                    delay = t0 + i / rate - time.monotonic()
-                    if delay > 0:
-                        time.sleep(delay)
-                    caller = f"+{BURST_BASE + i}"
-                    (wd := workdir / f"call{i:03d}").mkdir()
-                    procs.append(
-                        (caller, start_call(DID, caller, hangup_after_ms=hangup_ms, workdir=wd))
-                    )
-                for caller, proc in procs:
-                    samples.append(Sample(caller, proc.result(timeout=30)))
-                phone_exit = wait_phone(phone)
-            finally:
-                for _, proc in procs:
-                    proc.stop()
+        results, phone_exit = place_burst(count, rate, hangup_ms, workdir, BURST_BASE)
+        samples = [Sample(caller, result) for caller, result in results]
         callers = {s.caller for s in samples}
         budget = count * (pace + cmgs_delay + 0.5) + 60
         all_done = rig.store.wait_texts_done(callers, timeout=budget, poll=0.1)
@@ -561,7 +544,7 @@ def run_burst(
         for c in callers:
             if c in pdus and cancels.get(c) is not None:
                 arrival = pdus[c][0]["at"] + offset - cmgs_delay
-                waits.append((arrival - cancels[c]) * 1000)  # type: ignore[operator]
+                waits.append((arrival - cancels[c]) * 1000)
         print(f"  CANCEL -> PDU at the modem (queueing): {pct_line(waits)}")
         last_cancel = max(c for c in cancels.values() if c is not None)
         print(f"  last text accepted {last + offset - last_cancel:.2f} s after the last CANCEL")

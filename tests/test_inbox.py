@@ -132,8 +132,8 @@ async def test_parts_whose_siblings_never_come_are_kept(inbox: Inbox, store: Asy
     assert row["body"] == "y" * 153
 
 
-async def test_delivery_report_marks_the_text_delivered(inbox: Inbox, store: AsyncStore) -> None:
-    now = datetime.now(UTC)
+async def sent_text(store: AsyncStore, linkedid: str, reference: int, now: datetime) -> int:
+    """A text-back to SENDER that the modem took with message ``reference``; its id."""
     text_id = await store.call(
         q.queue,
         kind=q.TEXTBACK,
@@ -141,34 +141,29 @@ async def test_delivery_report_marks_the_text_delivered(inbox: Inbox, store: Asy
         body="hi",
         now=now,
         expires_at=now + timedelta(minutes=5),
-        linkedid="x.1",
+        linkedid=linkedid,
     )
     claimed = await store.call(q.claim, "sim1", now)
     assert claimed is not None and claimed.id == text_id
-    await store.call(q.mark_sent, claimed.id, [42], now)
+    await store.call(q.mark_sent, claimed.id, [reference], now)
+    return claimed.id
+
+
+async def test_delivery_report_marks_the_text_delivered(inbox: Inbox, store: AsyncStore) -> None:
+    now = datetime.now(UTC)
+    text_id = await sent_text(store, "x.1", 42, now)
     report = pdu.encode_status_report(SENDER, 42, 0, sent_at=now, discharged_at=now)
     await inbox.on_status_report(report)
-    row = await store.call(q.text, claimed.id)
+    row = await store.call(q.text, text_id)
     assert row is not None and row["state"] == "delivered"
 
 
 async def test_undeliverable_report_keeps_the_reason(inbox: Inbox, store: AsyncStore) -> None:
     now = datetime.now(UTC)
-    await store.call(
-        q.queue,
-        kind=q.TEXTBACK,
-        number=SENDER,
-        body="hi",
-        now=now,
-        expires_at=now + timedelta(minutes=5),
-        linkedid="x.2",
-    )
-    claimed = await store.call(q.claim, "sim1", now)
-    assert claimed is not None
-    await store.call(q.mark_sent, claimed.id, [7], now)
+    text_id = await sent_text(store, "x.2", 7, now)
     await inbox.on_status_report(
         pdu.encode_status_report(SENDER, 7, 0x41, sent_at=now, discharged_at=now)
     )
-    row = await store.call(q.text, claimed.id)
+    row = await store.call(q.text, text_id)
     assert row is not None and row["state"] == "sent"
     assert "not delivered" in str(row["reason"])
